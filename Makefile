@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/fivetran debug --configuration configuration.json
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" fivetran debug --configuration configuration.json
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks connector.py

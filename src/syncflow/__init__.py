@@ -1,0 +1,1 @@
+"""syncflow: async, high-throughput extraction of Accelo and AwardCo."""

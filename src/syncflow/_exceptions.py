@@ -1,0 +1,79 @@
+"""syncflow's exceptions: one tree, so callers can catch as broadly or narrowly as they need.
+
+    SyncflowError
+    ├── ConfigurationError        a configuration value is missing or malformed (raised before any request)
+    ├── StateError                a saved state document cannot be read
+    └── SourceError               something went wrong talking to an API (names the API and endpoint)
+        ├── HTTPStatusError       the API answered a status we do not retry (or retries ran out): 4xx, 5xx
+        │   └── AuthenticationError   401/403 that a token refresh did not cure; bad credentials
+        ├── TransportError        timeouts and connection failures that outlived their retries
+        ├── MalformedResponseError    a body that is not the JSON shape the API promises
+        └── BudgetExhausted       the rate budget is spent and its reset is further than the allowed wait
+
+Foreign errors (httpx, json) are converted into this tree at one boundary, `syncflow._http._client`, with
+``raise ... from exc`` so the original stays on ``__cause__``. No message ever contains a secret: URLs are redacted
+before they are put into one.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "BudgetExhausted",
+    "ConfigurationError",
+    "HTTPStatusError",
+    "MalformedResponseError",
+    "SourceError",
+    "StateError",
+    "SyncflowError",
+    "TransportError",
+]
+
+
+class SyncflowError(Exception):
+    """The base of every error syncflow raises on purpose."""
+
+
+class ConfigurationError(SyncflowError, ValueError):
+    """A configuration value is missing or malformed. The message names the key and the fix."""
+
+
+class StateError(SyncflowError, ValueError):
+    """A saved state document is corrupt or of an unknown version."""
+
+
+class SourceError(SyncflowError):
+    """A failure while talking to one API."""
+
+    def __init__(self, message: str, *, api: str, endpoint: str) -> None:
+        super().__init__(f"{api} {endpoint}: {message}")
+        self.api = api
+        self.endpoint = endpoint
+
+
+class HTTPStatusError(SourceError):
+    """The API answered with a status we do not (or no longer) retry."""
+
+    def __init__(self, message: str, *, api: str, endpoint: str, status_code: int) -> None:
+        super().__init__(message, api=api, endpoint=endpoint)
+        self.status_code = status_code
+
+
+class AuthenticationError(HTTPStatusError):
+    """Credentials were refused (a token refresh did not help)."""
+
+
+class TransportError(SourceError):
+    """The request could not be completed (timeout, connection reset) and retries ran out."""
+
+
+class MalformedResponseError(SourceError):
+    """The body is not the JSON shape the API documents, and retries ran out."""
+
+
+class BudgetExhausted(SourceError):
+    """The rate budget is spent and resets later than the configured maximum wait."""
+
+    def __init__(self, message: str, *, api: str, endpoint: str, reset_in: float) -> None:
+        super().__init__(message, api=api, endpoint=endpoint)
+        self.reset_in = reset_in

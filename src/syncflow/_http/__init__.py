@@ -1,0 +1,20 @@
+"""HTTP layer: client factory, auth, admission control and retries."""
+
+from ._auth import ApiKeyAuth, Authenticator, OAuth2ClientCredentials, server_time
+from ._client import RETRYABLE_STATUSES, ApiClient, Reply, RequestStatistics, RetryPolicy
+from ._limits import RateGate, RateStatistics, parse_retry_after
+
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "ApiClient",
+    "ApiKeyAuth",
+    "Authenticator",
+    "OAuth2ClientCredentials",
+    "RateGate",
+    "RateStatistics",
+    "Reply",
+    "RequestStatistics",
+    "RetryPolicy",
+    "parse_retry_after",
+    "server_time",
+]

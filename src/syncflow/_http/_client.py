@@ -1,0 +1,205 @@
+"""One API's client: httpx.AsyncClient + auth + admission (`RateGate`) + bounded retries.
+
+This module is the boundary where foreign errors (httpx, json) become syncflow's own (`_exceptions`), each naming
+the API, the endpoint and what the API said; URLs are redacted before they reach a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import backoff
+import httpx
+
+from .._exceptions import (
+    AuthenticationError,
+    HTTPStatusError,
+    MalformedResponseError,
+    SourceError,
+    TransportError,
+)
+from ._auth import Authenticator, _meta_message, server_time
+from ._limits import RateGate
+
+__all__ = ["ApiClient", "Reply", "RequestStatistics", "RetryPolicy", "RETRYABLE_STATUSES"]
+
+logger = logging.getLogger("syncflow")
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries are always bounded by attempts *and* time (`backoff` alone would retry forever)."""
+
+    max_tries: int = 9
+    max_time: float = 300.0
+    base: float = 0.5
+    max_delay: float = 30.0
+
+
+@dataclass(frozen=True)
+class Reply:
+    body: Any
+    status_code: int
+    server_time: float | None
+
+
+@dataclass(frozen=True)
+class RequestStatistics:
+    api: str
+    requests: int
+    retries: int
+    rate_limited: int
+    token_refreshes: int
+    by_status: Mapping[int, int]
+
+
+def _is_retryable(exc: Exception) -> bool:
+    if isinstance(exc, HTTPStatusError):
+        return exc.status_code in RETRYABLE_STATUSES
+    return isinstance(exc, (TransportError, MalformedResponseError))
+
+
+class ApiClient:
+    """GETs JSON from one API under its gate, with retries. Built inside the run, closed by its owner."""
+
+    def __init__(
+        self,
+        api: str,
+        http: httpx.AsyncClient,
+        *,
+        auth: Authenticator,
+        gate: RateGate,
+        retry: RetryPolicy,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.api = api
+        self.http = http
+        self.auth = auth
+        self.gate = gate
+        self._clock = clock
+        self._requests = 0
+        self._retries = 0
+        self._refreshes = 0
+        self._by_status: dict[int, int] = {}
+
+        def _on_backoff(details: Any) -> None:
+            self._retries += 1
+            exc = details.get("exception")
+            logger.warning(
+                "%s: retry %d after %s (waiting %.1f s)",
+                api,
+                details["tries"],
+                exc if exc is not None else "an error",
+                details.get("wait", 0.0),
+            )
+
+        self._get_with_retries = backoff.on_exception(
+            backoff.expo,
+            SourceError,
+            giveup=lambda exc: not _is_retryable(exc),
+            max_tries=retry.max_tries,
+            max_time=retry.max_time,
+            jitter=backoff.full_jitter,
+            factor=retry.base,
+            max_value=retry.max_delay,
+            on_backoff=_on_backoff,
+            raise_on_giveup=True,
+        )(self._get_once)
+
+    def __repr__(self) -> str:
+        return f"<ApiClient {self.api} requests={self._requests} retries={self._retries} gate={self.gate!r}>"
+
+    def statistics(self) -> RequestStatistics:
+        return RequestStatistics(
+            api=self.api,
+            requests=self._requests,
+            retries=self._retries,
+            rate_limited=self._by_status.get(429, 0),
+            token_refreshes=self._refreshes,
+            by_status=dict(self._by_status),
+        )
+
+    async def get_json(
+        self, path: str, params: Mapping[str, str | int], *, validate: Callable[[Any], str | None] | None = None
+    ) -> Reply:
+        """GET `path` and return its JSON body; transient failures are retried, others raise at once.
+
+        `validate` checks the body's shape and returns what is wrong with it (or None); a wrong shape counts as a
+        malformed body, which is retried like a truncated one.
+        """
+        reply: Reply = await self._get_with_retries(path, params, validate)
+        return reply
+
+    async def _get_once(
+        self, path: str, params: Mapping[str, str | int], validate: Callable[[Any], str | None] | None
+    ) -> Reply:
+        endpoint = f"GET {path}"
+        refreshed = False
+        while True:
+            headers = await self.auth.headers()
+            async with self.gate.admit(endpoint):
+                self._requests += 1
+                try:
+                    response = await self.http.get(path, params=params, headers=headers)
+                    content = response.content
+                except httpx.TimeoutException as exc:
+                    raise TransportError(f"timed out ({type(exc).__name__})", api=self.api, endpoint=endpoint) from exc
+                except httpx.TransportError as exc:
+                    raise TransportError(
+                        f"connection failed ({type(exc).__name__})", api=self.api, endpoint=endpoint
+                    ) from exc
+                self.gate.observe(response.status_code, response.headers)
+            status = response.status_code
+            self._by_status[status] = self._by_status.get(status, 0) + 1
+            if status == 401 and self.auth.refreshable and not refreshed:
+                # An expired or revoked token: refresh once (single-flight) and try again.
+                await self.auth.invalidate(headers)
+                self._refreshes += 1
+                refreshed = True
+                continue
+            if status != 200:
+                raise self._status_error(response, endpoint)
+            try:
+                body = json.loads(content)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise MalformedResponseError(
+                    f"body is not JSON ({len(content)} bytes, content-type "
+                    f"{response.headers.get('content-type', 'unknown')!r})",
+                    api=self.api,
+                    endpoint=endpoint,
+                ) from exc
+            problem = validate(body) if validate is not None else None
+            if problem is not None:
+                raise MalformedResponseError(problem, api=self.api, endpoint=endpoint)
+            return Reply(body=body, status_code=status, server_time=server_time(response))
+
+    def _status_error(self, response: httpx.Response, endpoint: str) -> HTTPStatusError:
+        status = response.status_code
+        said = _meta_message(response) or _short_text(response)
+        detail = f"answered {status}" + (f" ({said})" if said else "")
+        if status in (401, 403):
+            return AuthenticationError(
+                f"{detail}; check the {self.api} credentials and their permissions",
+                api=self.api,
+                endpoint=endpoint,
+                status_code=status,
+            )
+        if status in RETRYABLE_STATUSES:
+            return HTTPStatusError(f"{detail}; retries exhausted", api=self.api, endpoint=endpoint, status_code=status)
+        return HTTPStatusError(detail, api=self.api, endpoint=endpoint, status_code=status)
+
+
+def _short_text(response: httpx.Response) -> str:
+    content_type = response.headers.get("content-type", "")
+    if "html" in content_type or response.content.lstrip()[:1] == b"<":
+        return "an HTML error page"
+    return ""
+
+

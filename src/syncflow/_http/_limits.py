@@ -1,0 +1,239 @@
+"""Admission control for one API: requests in flight, the client's budget, and the server's word.
+
+Three things decide when a request may leave, checked in this order:
+
+1. **Requests in flight** are capped (`max_concurrency`), so a large table cannot open hundreds of sockets.
+2. **The server's budget.** Responses carry `X-RateLimit-Remaining` / `X-RateLimit-Reset` (a fixed window). We keep
+   an estimate of how many *new* requests the server will still accept in this window and never send more: a
+   response that says `R` remaining while `f` other requests are in flight leaves exactly `R - f` for new requests
+   (each in-flight request is counted by the server either before or after that response; either way it is one of
+   the R). Until the first header of a window arrives we send one probe at a time, so a fresh sync against a
+   half-spent window cannot overshoot. A `429` + `Retry-After` blocks all sends until then.
+3. **The client's budget** (`requests_per_hour`) through an `aiolimiter` token bucket, for servers that send no
+   headers.
+
+When the wait for budget is longer than `max_wait`, `BudgetExhausted` is raised instead of sleeping: the sync
+checkpoints and ends cleanly, and the next scheduled sync carries on.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+from aiolimiter import AsyncLimiter
+
+from .._exceptions import BudgetExhausted
+
+__all__ = ["RateGate", "RateStatistics", "parse_retry_after"]
+
+# After a window's reset time passes, wait this much longer before probing, so a server clock a little behind ours
+# does not answer the probe with a 429.
+_RESET_MARGIN_SECONDS = 0.25
+# Reset values below this are "seconds from now", above it unix timestamps (servers differ).
+_UNIX_TS_THRESHOLD = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class RateStatistics:
+    api: str
+    requests_sent: int
+    responses: int
+    in_flight: int
+    peak_in_flight: int
+    server_remaining: int | None
+    server_reset_at: float | None
+    rate_limited: int
+    seconds_waited_for_budget: float
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            return None
+        seconds = when - now
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+class RateGate:
+    """Decides when the next request to one API may be sent. One per API per sync, built inside the event loop."""
+
+    def __init__(
+        self,
+        api: str,
+        *,
+        requests_per_hour: int,
+        max_concurrency: int,
+        max_wait: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.api = api
+        self._clock = clock
+        self._max_wait = max_wait
+        self._slots = anyio.CapacityLimiter(max_concurrency)
+        self._bucket = AsyncLimiter(requests_per_hour, time_period=3600)
+        self._remaining: float | None = None  # new requests the server will still accept (inf: no headers)
+        self._reset_at: float | None = None
+        self._blocked_until = 0.0
+        self._probing = False
+        self._changed = anyio.Event()
+        self._in_flight = 0
+        self._peak_in_flight = 0
+        self._requests_sent = 0
+        self._responses = 0
+        self._rate_limited = 0
+        self._waited = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"<RateGate {self.api} in_flight={self._in_flight} remaining={self._remaining} "
+            f"reset_in={self._reset_in():.1f}s blocked_for={max(0.0, self._blocked_until - self._clock()):.1f}s>"
+        )
+
+    def _reset_in(self) -> float:
+        return 0.0 if self._reset_at is None else max(0.0, self._reset_at - self._clock())
+
+    def statistics(self) -> RateStatistics:
+        return RateStatistics(
+            api=self.api,
+            requests_sent=self._requests_sent,
+            responses=self._responses,
+            in_flight=self._in_flight,
+            peak_in_flight=self._peak_in_flight,
+            server_remaining=None if self._remaining in (None, math.inf) else int(self._remaining),
+            server_reset_at=self._reset_at,
+            rate_limited=self._rate_limited,
+            seconds_waited_for_budget=self._waited,
+        )
+
+    @asynccontextmanager
+    async def admit(self, endpoint: str) -> AsyncIterator[None]:
+        """Hold a send slot for one request; the caller must call `observe` with the response headers."""
+        async with self._slots:
+            probe = await self._wait_for_budget(endpoint)
+            await self._bucket.acquire()
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+            self._requests_sent += 1
+            try:
+                yield
+            finally:
+                self._in_flight -= 1
+                if probe:
+                    self._probing = False
+                self._notify()
+
+    async def _wait_for_budget(self, endpoint: str) -> bool:
+        """Wait until the server's budget allows one more request; returns whether it is a probe."""
+        while True:
+            now = self._clock()
+            if self._reset_at is not None and now >= self._reset_at + _RESET_MARGIN_SECONDS:
+                # The window rolled over: what we knew of it is void; probe the new one.
+                self._remaining = None
+                self._reset_at = None
+            if now < self._blocked_until:
+                await self._sleep(self._blocked_until - now, endpoint, "Retry-After")
+                continue
+            if self._remaining is None:
+                if self._probing:
+                    await self._changed.wait()
+                    continue
+                self._probing = True
+                return True
+            if self._remaining <= 0:
+                until = (self._reset_at or now) + _RESET_MARGIN_SECONDS
+                await self._sleep(until - now, endpoint, "X-RateLimit-Reset")
+                continue
+            self._remaining -= 1
+            return False
+
+    async def _sleep(self, seconds: float, endpoint: str, reason: str) -> None:
+        if seconds > self._max_wait:
+            raise BudgetExhausted(
+                f"rate budget spent; it resets in {seconds:.0f} s ({reason}), more than the allowed wait of "
+                f"{self._max_wait:.0f} s (max_rate_limit_wait_seconds); stopping cleanly",
+                api=self.api,
+                endpoint=endpoint,
+                reset_in=seconds,
+            )
+        self._waited += seconds
+        await anyio.sleep(seconds)
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def observe(self, status_code: int, headers: Mapping[str, str]) -> None:
+        """Learn from a response (any status): the server's remaining budget, its reset time, Retry-After."""
+        self._responses += 1
+        now = self._clock()
+        if status_code == 429:
+            self._rate_limited += 1
+            retry_after = parse_retry_after(headers.get("retry-after"), now)
+            reset = self._parse_reset(headers.get("x-ratelimit-reset"), now)
+            wait = retry_after if retry_after is not None else (reset - now if reset is not None else 1.0)
+            self._blocked_until = max(self._blocked_until, now + max(wait, 0.0))
+            self._remaining = 0
+            if reset is not None:
+                self._reset_at = reset
+            self._notify()
+            return
+        remaining = _parse_int(headers.get("x-ratelimit-remaining"))
+        reset = self._parse_reset(headers.get("x-ratelimit-reset"), now)
+        if remaining is None:
+            if self._remaining is None and self._probing:
+                # This server sends no budget headers: only the client bucket applies.
+                self._remaining = math.inf
+                self._reset_at = None
+            return
+        # In-flight requests other than this one: each may still be counted against what this response reports.
+        others = max(0, self._in_flight - 1)
+        fresh = max(0, remaining - others)
+        if reset is not None and self._reset_at is not None and reset < self._reset_at - 1:
+            return  # a late answer from the previous window
+        if self._remaining is None or self._remaining == math.inf or (
+            reset is not None and self._reset_at is not None and reset > self._reset_at + 1
+        ):
+            self._remaining = fresh
+        else:
+            self._remaining = min(self._remaining, fresh)
+        if reset is not None:
+            self._reset_at = reset
+        self._notify()
+
+    @staticmethod
+    def _parse_reset(value: str | None, now: float) -> float | None:
+        number = _parse_float(value)
+        if number is None:
+            return None
+        return number if number >= _UNIX_TS_THRESHOLD else now + number
+
+
+def _parse_int(value: str | None) -> int | None:
+    number = _parse_float(value)
+    return None if number is None else int(number)
+
+
+def _parse_float(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None

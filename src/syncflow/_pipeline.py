@@ -1,0 +1,212 @@
+"""The ordered pipeline: fetch concurrently on an event-loop thread, write in order on the caller's thread.
+
+    event-loop thread (anyio, asyncio backend)          caller's thread (the SDK's update())
+    producers ──send(Batch)──▶ bounded memory stream ──▶ drain: sink.upsert(row) for each row,
+                                (back-pressure)                 then state.apply(batch.patch),
+                                                                 sink.checkpoint(state) now and then
+
+Invariants, each relied on by the resume guarantee:
+- Only the drain calls the sink, so `op.*` runs on the thread that called `update()`.
+- A batch's state patch is applied after all of its rows are upserted; a checkpoint is the state as of the last
+  applied patch, so it never covers a row that was not upserted.
+- Producers send a stream's (or a slice's) batches in order, so patches arrive in order per slice.
+- The stream is bounded (`queue_pages`): a slow drain stalls the fetchers, memory does not grow with the data.
+- The first error anywhere cancels every fetch and fails the sync; the last checkpoint stays valid.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+import anyio
+from anyio.abc import ObjectSendStream
+from anyio.from_thread import start_blocking_portal
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from ._state import StateDocument, StatePatch
+
+__all__ = [
+    "Batch",
+    "DrainStatistics",
+    "Progress",
+    "Sink",
+    "fetch_in_order",
+    "run_pipeline",
+]
+
+logger = logging.getLogger("syncflow")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A unit of delivery: rows for one table, and the state change they complete."""
+
+    stream: str  # "source.table"
+    schema: str
+    table: str
+    rows: Sequence[Mapping[str, Any]]
+    patch: StatePatch = ()
+    checkpoint: bool = False  # checkpoint right after this batch (a stream finished)
+    requests: int = 0  # requests this batch cost (for progress)
+    total_rows: int | None = None  # the stream's expected rows when known (for progress and ETA)
+
+
+class Sink(Protocol):
+    def upsert(self, schema: str, table: str, row: Mapping[str, Any]) -> None: ...
+
+    def checkpoint(self, state: Mapping[str, Any]) -> None:
+        """Persist `state`. Serialise it before returning: the drain keeps changing the same object."""
+
+
+class Progress(Protocol):
+    def on_batch(self, batch: Batch) -> None: ...
+
+    def on_checkpoint(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class DrainStatistics:
+    rows: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    checkpoints: int = 0
+    seconds: float = 0.0
+
+
+Producer = Callable[[ObjectSendStream[Batch]], Awaitable[T]]
+
+
+def run_pipeline(
+    produce: Producer[T],
+    sink: Sink,
+    state: StateDocument,
+    *,
+    queue_pages: int,
+    checkpoint_every_rows: int,
+    checkpoint_every_seconds: float,
+    progress: Progress | None = None,
+) -> tuple[T, DrainStatistics]:
+    """Run `produce` on a new event-loop thread and drain what it sends here, in order; return its result."""
+    stats = DrainStatistics()
+    started = time.monotonic()
+    with start_blocking_portal(backend="asyncio") as portal:
+        send, receive = portal.call(_open_stream, queue_pages)
+        future = portal.start_task_soon(_produce_then_close, produce, send)
+        rows_since = 0
+        last_checkpoint = time.monotonic()
+        try:
+            while True:
+                batches = portal.call(_receive_available, receive)
+                if not batches:
+                    break  # the producers are done (or failed: future.result() below says which)
+                for batch in batches:
+                    for row in batch.rows:
+                        sink.upsert(batch.schema, batch.table, row)
+                    state.apply(batch.stream, batch.patch)
+                    stats.batches += 1
+                    stats.rows[batch.stream] = stats.rows.get(batch.stream, 0) + len(batch.rows)
+                    rows_since += len(batch.rows)
+                    if progress is not None:
+                        progress.on_batch(batch)
+                    now = time.monotonic()
+                    if (
+                        batch.checkpoint
+                        or rows_since >= checkpoint_every_rows
+                        or now - last_checkpoint >= checkpoint_every_seconds
+                    ):
+                        sink.checkpoint(state.as_dict())
+                        stats.checkpoints += 1
+                        rows_since = 0
+                        last_checkpoint = now
+                        if progress is not None:
+                            progress.on_checkpoint()
+            result = future.result()
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            portal.call(receive.aclose)
+            stats.seconds = time.monotonic() - started
+    # Everything drained and the producers succeeded: the state covers every row.
+    sink.checkpoint(state.as_dict())
+    stats.checkpoints += 1
+    return result, stats
+
+
+async def _open_stream(size: int) -> tuple[ObjectSendStream[Batch], MemoryObjectReceiveStream[Batch]]:
+    send, receive = anyio.create_memory_object_stream[Batch](max_buffer_size=size)
+    return send, receive
+
+
+async def _produce_then_close(produce: Producer[T], send: ObjectSendStream[Batch]) -> T:
+    async with send:
+        return await produce(send)
+
+
+async def _receive_available(receive: MemoryObjectReceiveStream[Batch]) -> list[Batch]:
+    """Wait for one batch, then take whatever else is already queued: one thread hop for many batches."""
+    try:
+        batches = [await receive.receive()]
+    except anyio.EndOfStream:
+        return []
+    while True:
+        try:
+            batches.append(receive.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            return batches
+
+
+class _Slot(Generic[T]):
+    __slots__ = ("done", "index", "result")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.done = anyio.Event()
+        self.result: T | None = None
+
+
+async def fetch_in_order(
+    indices: Iterable[int],
+    fetch: Callable[[int], Awaitable[T]],
+    deliver: Callable[[int, T], Awaitable[bool]],
+    *,
+    window: int,
+) -> None:
+    """Fetch `indices` concurrently, at most `window` ahead of delivery, and deliver results in index order.
+
+    `deliver` returns False to stop (e.g. the last page said has_more: false); fetches started beyond that point are
+    cancelled. A failed fetch raises here and cancels the rest.
+    """
+    iterator = iter(indices)
+    pending: deque[_Slot[T]] = deque()
+
+    async def run(slot: _Slot[T]) -> None:
+        slot.result = await fetch(slot.index)
+        slot.done.set()
+
+    async with anyio.create_task_group() as tg:
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < window:
+                index = next(iterator, None)
+                if index is None:
+                    exhausted = True
+                    break
+                slot: _Slot[T] = _Slot(index)
+                pending.append(slot)
+                tg.start_soon(run, slot)
+            if not pending:
+                break
+            head = pending.popleft()
+            await head.done.wait()
+            if not await deliver(head.index, head.result):  # type: ignore[arg-type]
+                tg.cancel_scope.cancel()
+                break

@@ -1,0 +1,91 @@
+"""Progress for people: a periodic log line per stream (`fivetran debug`), or a tqdm bar per stream (notebooks)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ._pipeline import Batch
+
+__all__ = ["LogProgress", "TqdmProgress"]
+
+logger = logging.getLogger("syncflow")
+
+
+@dataclass
+class _StreamProgress:
+    rows: int = 0
+    requests: int = 0
+    total: int | None = None
+    started: float = 0.0
+
+
+class LogProgress:
+    """Logs one line per active stream every `every_seconds`: rows, requests, requests/s and an ETA when known."""
+
+    def __init__(self, every_seconds: float = 10.0) -> None:
+        self._every = every_seconds
+        self._streams: dict[str, _StreamProgress] = {}
+        self._last = time.monotonic()
+
+    def on_batch(self, batch: Batch) -> None:
+        progress = self._streams.get(batch.stream)
+        if progress is None:
+            progress = self._streams[batch.stream] = _StreamProgress(started=time.monotonic())
+        progress.rows += len(batch.rows)
+        progress.requests += batch.requests
+        if batch.total_rows is not None:
+            progress.total = batch.total_rows
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._last = now
+            for name, p in sorted(self._streams.items()):
+                logger.info("%s", _line(name, p, now))
+
+    def on_checkpoint(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _line(name: str, p: _StreamProgress, now: float) -> str:
+    elapsed = max(now - p.started, 1e-6)
+    line = f"{name}: {p.rows} rows, {p.requests} requests ({p.requests / elapsed:.1f}/s)"
+    if p.total:
+        done = min(1.0, p.rows / p.total)
+        line += f", {done:.0%} of ~{p.total}"
+        if 0 < done < 1:
+            line += f", ETA {elapsed * (1 - done) / done:.0f} s"
+    return line
+
+
+class TqdmProgress:
+    """One tqdm bar per stream (`tqdm.auto` picks the notebook widget in Jupyter and text in a terminal)."""
+
+    def __init__(self, **tqdm_kwargs: Any) -> None:
+        from tqdm.auto import tqdm
+
+        self._tqdm = tqdm
+        self._kwargs = tqdm_kwargs
+        self._bars: dict[str, Any] = {}
+
+    def on_batch(self, batch: Batch) -> None:
+        bar = self._bars.get(batch.stream)
+        if bar is None:
+            bar = self._bars[batch.stream] = self._tqdm(
+                desc=batch.stream, unit="rows", total=batch.total_rows, position=len(self._bars), **self._kwargs
+            )
+        if batch.total_rows is not None and bar.total != batch.total_rows:
+            bar.total = batch.total_rows
+            bar.refresh()
+        bar.update(len(batch.rows))
+
+    def on_checkpoint(self) -> None:
+        return None
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()

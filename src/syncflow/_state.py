@@ -1,0 +1,134 @@
+"""The versioned state document: one small JSON object per connector, one entry per stream.
+
+    {"version": 1, "streams": {"accelo.companies": {...}, "awardco.user": {...}}}
+
+Only the drain thread changes it, by applying the `StatePatch` a batch carries *after* the batch's rows are
+upserted, so any checkpoint of it covers only delivered rows. Each stream's entry is bounded in size (a cursor and,
+mid-sync, one small record per slice), never proportional to the data.
+
+`StateDocument.load` also reads the example connectors' keys (`last_company_sync`…, `last_sync_time`), so their users
+resume instead of resyncing from scratch.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from ._exceptions import StateError
+
+__all__ = ["STATE_VERSION", "StateDocument", "StatePatch", "set_op"]
+
+logger = logging.getLogger("syncflow")
+
+STATE_VERSION = 1
+
+# A path from the stream's entry down, and the value to put there (None deletes the key).
+StatePatch = Sequence[tuple[tuple[str, ...], Any]]
+
+# The example connectors saved cursors that can run ahead of what they delivered (max(newest, now()), and a filter
+# moved per page). Re-reading a day is harmless with upserts and recovers what they may have skipped at the edge.
+LEGACY_LOOKBACK = timedelta(days=1)
+
+_LEGACY_ACCELO_KEYS = {
+    "companies": ("last_company_sync", "last_companies_sync"),
+    "invoices": ("last_invoice_sync", "last_invoices_sync"),
+    "payments": ("last_payment_sync", "last_payments_sync"),
+    "prospects": ("last_prospect_sync", "last_prospects_sync"),
+    "jobs": ("last_job_sync", "last_jobs_sync"),
+}
+_LEGACY_AWARDCO_KEY = "last_sync_time"
+
+
+def set_op(path: Sequence[str], value: Any) -> tuple[tuple[str, ...], Any]:
+    return (tuple(path), value)
+
+
+class StateDocument:
+    def __init__(self, streams: Mapping[str, Any] | None = None) -> None:
+        self._streams: dict[str, Any] = copy.deepcopy(dict(streams or {}))
+
+    def __repr__(self) -> str:
+        return f"StateDocument(streams={sorted(self._streams)})"
+
+    @classmethod
+    def load(cls, raw: Mapping[str, Any] | None) -> StateDocument:
+        if not raw:
+            return cls()
+        if not isinstance(raw, Mapping):
+            raise StateError(f"state: expected a JSON object, got {type(raw).__name__}; delete the state to resync")
+        version = raw.get("version")
+        if version is None:
+            return cls(_migrate_legacy(raw))
+        if version != STATE_VERSION:
+            raise StateError(
+                f"state: version {version!r} is not one this syncflow understands (expected {STATE_VERSION}); "
+                "upgrade syncflow, or reset the connector's state to resync"
+            )
+        streams = raw.get("streams", {})
+        if not isinstance(streams, Mapping):
+            raise StateError("state: 'streams' must be a JSON object; reset the connector's state to resync")
+        return cls(streams)
+
+    def stream(self, key: str) -> dict[str, Any]:
+        """A copy of one stream's entry ({} when it has none)."""
+        entry = self._streams.get(key)
+        return copy.deepcopy(entry) if isinstance(entry, dict) else {}
+
+    def apply(self, stream_key: str, patch: StatePatch) -> None:
+        for path, value in patch:
+            if not path:
+                if value is None:
+                    self._streams.pop(stream_key, None)
+                else:
+                    self._streams[stream_key] = copy.deepcopy(value)
+                continue
+            node = self._streams.setdefault(stream_key, {})
+            for part in path[:-1]:
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    child = node[part] = {}
+                node = child
+            if value is None:
+                node.pop(path[-1], None)
+            else:
+                node[path[-1]] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
+
+    def as_dict(self) -> dict[str, Any]:
+        """The document to checkpoint. The caller must serialise it before the next `apply`."""
+        return {"version": STATE_VERSION, "streams": self._streams}
+
+
+def _parse_iso(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _migrate_legacy(raw: Mapping[str, Any]) -> dict[str, Any]:
+    streams: dict[str, Any] = {}
+    for entity, keys in _LEGACY_ACCELO_KEYS.items():
+        for key in keys:
+            when = _parse_iso(raw.get(key))
+            if when is not None:
+                streams[f"accelo.{entity}"] = {"cursor": int((when - LEGACY_LOOKBACK).timestamp())}
+                break
+    since = _parse_iso(raw.get(_LEGACY_AWARDCO_KEY))
+    if since is not None:
+        streams["awardco.user"] = {"cursor": (since - LEGACY_LOOKBACK).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if streams:
+        logger.info(
+            "state: read the example connector's cursors for %s (re-reading one day before each, which upserts make "
+            "harmless)",
+            ", ".join(sorted(streams)),
+        )
+    elif raw:
+        logger.warning("state: no recognised keys in the saved state; starting a full sync")
+    return streams

@@ -1,0 +1,202 @@
+"""What a stream is: a destination table (schema, name, typed columns, primary key), its cursor, and how a raw API
+record becomes a typed row.
+
+Type conversion never crashes a sync: a value that cannot be converted becomes null, is counted per column, and is
+reported once per column (then summarised at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = ["Column", "RowConverter", "Stream"]
+
+logger = logging.getLogger("syncflow")
+
+Converter = Callable[[Any], Any]
+
+_TRUE = frozenset({"yes", "true", "1", "y", "t"})
+_FALSE = frozenset({"no", "false", "0", "n", "f"})
+
+
+class _Unconvertible(ValueError):
+    pass
+
+
+def _to_int(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise _Unconvertible(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        raise _Unconvertible(value)
+    text = str(value).strip()
+    try:
+        return int(text)
+    except ValueError:
+        number = float(text)  # "12.0" is an integer written oddly; "abc" raises ValueError
+        if number.is_integer():
+            return int(number)
+        raise _Unconvertible(value) from None
+
+
+def _to_float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise _Unconvertible(value)
+    return float(value)
+
+
+def _to_bool(value: Any) -> bool | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise _Unconvertible(value)
+
+
+def _to_utc_datetime(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, bool):
+        raise _Unconvertible(value)
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        if text.lstrip("-").isdigit():
+            seconds = float(text)
+        else:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    if seconds <= 0:
+        return None  # Accelo writes 0 for "never" (e.g. a job not completed)
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def _to_string(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+_CONVERTERS: Mapping[str, Converter] = {
+    "INT": _to_int,
+    "LONG": _to_int,
+    "FLOAT": _to_float,
+    "DOUBLE": _to_float,
+    "BOOLEAN": _to_bool,
+    "UTC_DATETIME": _to_utc_datetime,
+    "STRING": _to_string,
+    "JSON": _identity,
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One destination table and how to fill it."""
+
+    source: str  # also the destination schema
+    table: str
+    columns: Mapping[str, str]  # name -> Fivetran type
+    primary_key: tuple[str, ...]
+    cursor: str | None  # the field the incremental filter applies to; None: full refresh
+    keep_extra_fields: bool = False  # pass through fields the API returns that are not declared
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}.{self.table}"
+
+    def schema_entry(self) -> dict[str, Any]:
+        return {
+            "schema": self.source,
+            "table": self.table,
+            "primary_key": list(self.primary_key),
+            "columns": dict(self.columns),
+        }
+
+    def converter(self) -> RowConverter:
+        return RowConverter(self)
+
+
+@dataclass
+class RowConverter:
+    """Turns raw records into typed rows for one stream; counts what could not be converted."""
+
+    stream: Stream
+    failures: dict[str, int] = field(default_factory=dict)
+    missing_key: int = 0
+
+    def __post_init__(self) -> None:
+        self._plan = [(name, _CONVERTERS[kind.upper()]) for name, kind in self.stream.columns.items()]
+        self._declared = frozenset(self.stream.columns)
+
+    def convert(self, record: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The typed row, or None when the record has no usable primary key (counted and reported)."""
+        row: dict[str, Any] = {}
+        for name, convert in self._plan:
+            raw = record.get(name)
+            try:
+                row[name] = convert(raw)
+            except (ValueError, TypeError, OverflowError):
+                row[name] = None
+                self._failed(name, raw)
+        if self.stream.keep_extra_fields:
+            for name, value in record.items():
+                if name not in self._declared:
+                    row[name] = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+        if any(row.get(k) is None for k in self.stream.primary_key):
+            self.missing_key += 1
+            if self.missing_key == 1:
+                logger.warning(
+                    "%s: skipping a record without a usable primary key %s (reported once; counted in the summary)",
+                    self.stream.key,
+                    "/".join(self.stream.primary_key),
+                )
+            return None
+        return row
+
+    def _failed(self, column: str, raw: Any) -> None:
+        count = self.failures.get(column, 0) + 1
+        self.failures[column] = count
+        if count == 1:
+            kind = self.stream.columns[column]
+            shown = repr(raw) if len(repr(raw)) <= 40 else repr(raw)[:37] + "..."
+            logger.warning(
+                "%s.%s: value %s is not a valid %s; stored as null (reported once per column)",
+                self.stream.key,
+                column,
+                shown,
+                kind,
+            )

@@ -1,0 +1,241 @@
+"""One sync: build each API's client inside the event loop, run the sources concurrently, drain in order.
+
+Each API gets its own `RateGate` (budget + server headers + in-flight cap), auth and retries. A source whose budget
+runs out (`BudgetExhausted`) stops by itself: what it delivered is checkpointed, the other source carries on, and the
+sync ends cleanly with a warning. Any other error cancels everything and fails the sync with one clear message.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx
+from anyio.abc import ObjectSendStream
+
+from ._config import Settings
+from ._exceptions import BudgetExhausted, ConfigurationError, SyncflowError
+from ._http import ApiClient, ApiKeyAuth, OAuth2ClientCredentials, RateGate, RequestStatistics, RetryPolicy
+from ._pipeline import Batch, DrainStatistics, Progress, Sink, run_pipeline
+from ._state import StateDocument
+from ._streams import Stream
+from .sources import ACCELO_STREAMS, AWARDCO_STREAMS, AcceloSource, AwardcoSource
+from .sources._common import SourceReport
+
+__all__ = ["SyncResult", "available_streams", "run_sync", "select_streams"]
+
+logger = logging.getLogger("syncflow")
+
+USER_AGENT = "syncflow/0.1 (+fivetran connector sdk)"
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    rows: Mapping[str, int]
+    requests: Mapping[str, RequestStatistics]
+    warnings: tuple[str, ...]
+    completed: tuple[str, ...]
+    stopped_early: bool
+    seconds: float
+    checkpoints: int
+    simulator: Any = field(default=None, repr=False)  # the in-process simulator when use_mock (for inspection)
+
+
+def available_streams(settings: Settings) -> list[Stream]:
+    streams: list[Stream] = []
+    if settings.accelo is not None:
+        streams.extend(ACCELO_STREAMS.values())
+    if settings.awardco is not None:
+        streams.extend(AWARDCO_STREAMS.values())
+    return streams
+
+
+def select_streams(settings: Settings, names: Sequence[str] | None) -> list[Stream]:
+    """The streams to sync: all configured ones, or those named ("accelo.companies", "companies", "accelo")."""
+    streams = available_streams(settings)
+    if not names:
+        return streams
+    chosen: list[Stream] = []
+    for name in names:
+        matches = [s for s in streams if name in (s.key, s.table, s.source)]
+        if not matches:
+            known = ", ".join(s.key for s in streams)
+            raise ConfigurationError(f"streams: unknown or unconfigured stream {name!r}; choose from {known}")
+        chosen.extend(s for s in matches if s not in chosen)
+    return chosen
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    nested = getattr(exc, "exceptions", None)
+    if nested is None:
+        return [exc]
+    return [leaf for inner in nested for leaf in _leaves(inner)]
+
+
+def _first_syncflow_error(exc: BaseException) -> SyncflowError | None:
+    for leaf in _leaves(exc):
+        if isinstance(leaf, SyncflowError):
+            return leaf
+    return None
+
+
+class _Producer:
+    def __init__(
+        self,
+        settings: Settings,
+        streams: list[Stream],
+        prior: Mapping[str, Mapping[str, Any]],
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        self.settings = settings
+        self.streams = streams
+        self.prior = prior
+        self.transport = transport
+        self.clients: dict[str, ApiClient] = {}
+
+    def _http(self, stack: AsyncExitStack, base_url: str) -> httpx.AsyncClient:
+        concurrency = self.settings.max_concurrency
+        timeout = self.settings.request_timeout_seconds
+        return httpx.AsyncClient(
+            base_url=base_url,
+            transport=self.transport,
+            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            limits=httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4),
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+            follow_redirects=False,
+        )
+
+    def _retry(self) -> RetryPolicy:
+        return RetryPolicy(max_tries=self.settings.max_retries + 1, max_time=self.settings.max_retry_seconds)
+
+    def _gate(self, api: str, per_hour: int) -> RateGate:
+        return RateGate(
+            api,
+            requests_per_hour=per_hour,
+            max_concurrency=self.settings.max_concurrency,
+            max_wait=self.settings.max_rate_limit_wait_seconds,
+        )
+
+    async def __call__(self, send: ObjectSendStream[Batch]) -> list[SourceReport]:
+        reports: list[SourceReport] = []
+        tables = {source: [s.table for s in self.streams if s.source == source] for source in ("accelo", "awardco")}
+        async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+            accelo = self.settings.accelo
+            if accelo is not None and tables["accelo"]:
+                http = await stack.enter_async_context(self._http(stack, accelo.base_url))
+                auth = OAuth2ClientCredentials(
+                    http, "/oauth2/v0/token", api="accelo", client_id=accelo.client_id,
+                    client_secret=accelo.client_secret,
+                )  # fmt: skip
+                client = ApiClient(
+                    "accelo", http, auth=auth, gate=self._gate("accelo", accelo.requests_per_hour), retry=self._retry()
+                )
+                self.clients["accelo"] = client
+                source_a = AcceloSource(
+                    client, auth, send, concurrency=self.settings.max_concurrency,
+                    start_date=self.settings.start_date, clock_now=time.time(),
+                )  # fmt: skip
+                tg.start_soon(self._run, source_a, tables["accelo"], reports)
+            awardco = self.settings.awardco
+            if awardco is not None and tables["awardco"]:
+                http = await stack.enter_async_context(self._http(stack, awardco.base_url))
+                client = ApiClient(
+                    "awardco", http, auth=ApiKeyAuth(awardco.api_key),
+                    gate=self._gate("awardco", awardco.requests_per_hour), retry=self._retry(),
+                )  # fmt: skip
+                self.clients["awardco"] = client
+                source_w = AwardcoSource(
+                    client, send, concurrency=self.settings.max_concurrency, start_date=self.settings.start_date,
+                    updated_since_param=awardco.updated_since_param, clock_now=time.time(),
+                )  # fmt: skip
+                tg.start_soon(self._run, source_w, tables["awardco"], reports)
+        return reports
+
+    async def _run(self, source: AcceloSource | AwardcoSource, tables: list[str], reports: list[SourceReport]) -> None:
+        try:
+            reports.append(await source.run(self.prior, tables))
+        except BaseException as exc:
+            leaves = _leaves(exc)
+            budget = [leaf for leaf in leaves if isinstance(leaf, BudgetExhausted)]
+            if not budget or len(budget) != len(leaves):
+                raise
+            # Only this source ran out of budget: what it delivered is in the state; the next sync carries on.
+            message = f"{budget[0]}; delivered rows are checkpointed and the next sync resumes"
+            logger.warning("%s", message)
+            reports.append(SourceReport(source.name, warnings=[message], stopped_early=True))
+
+
+def run_sync(
+    settings: Settings,
+    sink: Sink,
+    state: StateDocument,
+    *,
+    streams: Sequence[str] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    progress: Progress | None = None,
+) -> SyncResult:
+    """Sync the chosen streams into `sink`, starting from `state` (which is updated as rows are delivered)."""
+    chosen = select_streams(settings, streams)
+    simulator = None
+    if transport is None and settings.use_mock:
+        simulator = make_simulator(settings)
+        transport = simulator.transport()
+    prior = {stream.key: state.stream(stream.key) for stream in chosen}
+    producer = _Producer(settings, chosen, prior, transport)
+    try:
+        reports, drained = run_pipeline(
+            producer,
+            sink,
+            state,
+            queue_pages=settings.queue_pages,
+            checkpoint_every_rows=settings.checkpoint_every_rows,
+            checkpoint_every_seconds=settings.checkpoint_every_seconds,
+            progress=progress,
+        )
+    except BaseException as exc:
+        if getattr(exc, "exceptions", None) is None:
+            raise
+        first = _first_syncflow_error(exc)
+        if first is None:
+            raise
+        raise first from exc
+    finally:
+        if progress is not None:
+            progress.close()
+    return _result(producer, reports, drained, simulator)
+
+
+def _result(
+    producer: _Producer, reports: list[SourceReport], drained: DrainStatistics, simulator: Any
+) -> SyncResult:
+    return SyncResult(
+        rows=dict(drained.rows),
+        requests={api: client.statistics() for api, client in producer.clients.items()},
+        warnings=tuple(w for r in reports for w in r.warnings),
+        completed=tuple(s for r in reports for s in r.completed),
+        stopped_early=any(r.stopped_early for r in reports),
+        seconds=drained.seconds,
+        checkpoints=drained.checkpoints,
+        simulator=simulator,
+    )
+
+
+def make_simulator(settings: Settings) -> Any:
+    """The in-process simulated APIs that `use_mock` syncs from."""
+    from .sim import SimConfig, Simulator
+
+    base = SimConfig()
+    counts = {name: max(1, round(count * settings.mock.scale)) for name, count in base.accelo_counts.items()}
+    return Simulator(
+        SimConfig(
+            seed=settings.mock.seed,
+            accelo_counts=counts,
+            awardco_users=max(1, round(base.awardco_users * settings.mock.scale)),
+            latency=settings.mock.latency_seconds,
+        )
+    )
