@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -36,6 +36,7 @@ __all__ = [
     "Progress",
     "Sink",
     "fetch_in_order",
+    "iterate_pipeline",
     "run_pipeline",
 ]
 
@@ -84,18 +85,24 @@ class DrainStatistics:
 Producer = Callable[[ObjectSendStream[Batch]], Awaitable[T]]
 
 
-def run_pipeline(
+def iterate_pipeline(
     produce: Producer[T],
-    sink: Sink,
     state: StateDocument,
     *,
     queue_pages: int,
     checkpoint_every_rows: int,
     checkpoint_every_seconds: float,
+    on_checkpoint: Callable[[Mapping[str, Any]], None] | None = None,
     progress: Progress | None = None,
-) -> tuple[T, DrainStatistics]:
-    """Run `produce` on a new event-loop thread and drain what it sends here, in order; return its result."""
-    stats = DrainStatistics()
+    stats: DrainStatistics | None = None,
+) -> Generator[Batch, None, T]:
+    """Run `produce` on a new event-loop thread; yield its batches here, in order; return its result.
+
+    The consumer handles a batch (upserts its rows) before asking for the next one; only then is the batch's state
+    patch applied, so `state` (and every `on_checkpoint`) covers exactly the batches the consumer has finished.
+    Closing the generator early cancels every fetch.
+    """
+    stats = stats if stats is not None else DrainStatistics()
     started = time.monotonic()
     with start_blocking_portal(backend="asyncio") as portal:
         send, receive = portal.call(_open_stream, queue_pages)
@@ -108,8 +115,7 @@ def run_pipeline(
                 if not batches:
                     break  # the producers are done (or failed: future.result() below says which)
                 for batch in batches:
-                    for row in batch.rows:
-                        sink.upsert(batch.schema, batch.table, row)
+                    yield batch
                     state.apply(batch.stream, batch.patch)
                     stats.batches += 1
                     stats.rows[batch.stream] = stats.rows.get(batch.stream, 0) + len(batch.rows)
@@ -117,17 +123,12 @@ def run_pipeline(
                     if progress is not None:
                         progress.on_batch(batch)
                     now = time.monotonic()
-                    if (
-                        batch.checkpoint
-                        or rows_since >= checkpoint_every_rows
-                        or now - last_checkpoint >= checkpoint_every_seconds
-                    ):
-                        sink.checkpoint(state.as_dict())
+                    due = rows_since >= checkpoint_every_rows or now - last_checkpoint >= checkpoint_every_seconds
+                    if on_checkpoint is not None and (batch.checkpoint or due):
+                        on_checkpoint(state.as_dict())
                         stats.checkpoints += 1
                         rows_since = 0
                         last_checkpoint = now
-                        if progress is not None:
-                            progress.on_checkpoint()
             result = future.result()
         except BaseException:
             future.cancel()
@@ -136,9 +137,43 @@ def run_pipeline(
             portal.call(receive.aclose)
             stats.seconds = time.monotonic() - started
     # Everything drained and the producers succeeded: the state covers every row.
-    sink.checkpoint(state.as_dict())
-    stats.checkpoints += 1
-    return result, stats
+    if on_checkpoint is not None:
+        on_checkpoint(state.as_dict())
+        stats.checkpoints += 1
+    return result
+
+
+def run_pipeline(
+    produce: Producer[T],
+    sink: Sink,
+    state: StateDocument,
+    *,
+    queue_pages: int,
+    checkpoint_every_rows: int,
+    checkpoint_every_seconds: float,
+    progress: Progress | None = None,
+) -> tuple[T, DrainStatistics]:
+    """Drain `produce`'s batches into `sink` on this thread; return the producers' result and drain figures."""
+    stats = DrainStatistics()
+    batches = iterate_pipeline(
+        produce,
+        state,
+        queue_pages=queue_pages,
+        checkpoint_every_rows=checkpoint_every_rows,
+        checkpoint_every_seconds=checkpoint_every_seconds,
+        on_checkpoint=sink.checkpoint,
+        progress=progress,
+        stats=stats,
+    )
+    upsert = sink.upsert
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration as done:
+            return done.value, stats
+        schema, table = batch.schema, batch.table
+        for row in batch.rows:
+            upsert(schema, table, row)
 
 
 async def _open_stream(size: int) -> tuple[ObjectSendStream[Batch], MemoryObjectReceiveStream[Batch]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,13 +21,13 @@ from anyio.abc import ObjectSendStream
 from ._config import Settings
 from ._exceptions import BudgetExhausted, ConfigurationError, SyncflowError
 from ._http import ApiClient, ApiKeyAuth, OAuth2ClientCredentials, RateGate, RequestStatistics, RetryPolicy
-from ._pipeline import Batch, DrainStatistics, Progress, Sink, run_pipeline
+from ._pipeline import Batch, DrainStatistics, Progress, Sink, iterate_pipeline
 from ._state import StateDocument
 from ._streams import Stream
 from .sources import ACCELO_STREAMS, AWARDCO_STREAMS, AcceloSource, AwardcoSource
 from .sources._common import SourceReport
 
-__all__ = ["SyncResult", "available_streams", "run_sync", "select_streams"]
+__all__ = ["SyncResult", "available_streams", "iterate_sync", "make_simulator", "run_sync", "select_streams"]
 
 logger = logging.getLogger("syncflow")
 
@@ -98,7 +98,7 @@ class _Producer:
         self.transport = transport
         self.clients: dict[str, ApiClient] = {}
 
-    def _http(self, stack: AsyncExitStack, base_url: str) -> httpx.AsyncClient:
+    def _http(self, base_url: str) -> httpx.AsyncClient:
         concurrency = self.settings.max_concurrency
         timeout = self.settings.request_timeout_seconds
         return httpx.AsyncClient(
@@ -127,7 +127,7 @@ class _Producer:
         async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
             accelo = self.settings.accelo
             if accelo is not None and tables["accelo"]:
-                http = await stack.enter_async_context(self._http(stack, accelo.base_url))
+                http = await stack.enter_async_context(self._http(accelo.base_url))
                 auth = OAuth2ClientCredentials(
                     http, "/oauth2/v0/token", api="accelo", client_id=accelo.client_id,
                     client_secret=accelo.client_secret,
@@ -143,7 +143,7 @@ class _Producer:
                 tg.start_soon(self._run, source_a, tables["accelo"], reports)
             awardco = self.settings.awardco
             if awardco is not None and tables["awardco"]:
-                http = await stack.enter_async_context(self._http(stack, awardco.base_url))
+                http = await stack.enter_async_context(self._http(awardco.base_url))
                 client = ApiClient(
                     "awardco", http, auth=ApiKeyAuth(awardco.api_key),
                     gate=self._gate("awardco", awardco.requests_per_hour), retry=self._retry(),
@@ -170,16 +170,16 @@ class _Producer:
             reports.append(SourceReport(source.name, warnings=[message], stopped_early=True))
 
 
-def run_sync(
+def iterate_sync(
     settings: Settings,
-    sink: Sink,
     state: StateDocument,
     *,
     streams: Sequence[str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     progress: Progress | None = None,
-) -> SyncResult:
-    """Sync the chosen streams into `sink`, starting from `state` (which is updated as rows are delivered)."""
+    on_checkpoint: Callable[[Mapping[str, Any]], None] | None = None,
+) -> Generator[Batch, None, SyncResult]:
+    """Yield the chosen streams' batches in order, from `state` (updated as each yielded batch is finished)."""
     chosen = select_streams(settings, streams)
     simulator = None
     if transport is None and settings.use_mock:
@@ -187,15 +187,17 @@ def run_sync(
         transport = simulator.transport()
     prior = {stream.key: state.stream(stream.key) for stream in chosen}
     producer = _Producer(settings, chosen, prior, transport)
+    drained = DrainStatistics()
     try:
-        reports, drained = run_pipeline(
+        reports = yield from iterate_pipeline(
             producer,
-            sink,
             state,
             queue_pages=settings.queue_pages,
             checkpoint_every_rows=settings.checkpoint_every_rows,
             checkpoint_every_seconds=settings.checkpoint_every_seconds,
+            on_checkpoint=on_checkpoint,
             progress=progress,
+            stats=drained,
         )
     except BaseException as exc:
         if getattr(exc, "exceptions", None) is None:
@@ -208,6 +210,31 @@ def run_sync(
         if progress is not None:
             progress.close()
     return _result(producer, reports, drained, simulator)
+
+
+def run_sync(
+    settings: Settings,
+    sink: Sink,
+    state: StateDocument,
+    *,
+    streams: Sequence[str] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    progress: Progress | None = None,
+) -> SyncResult:
+    """Sync the chosen streams into `sink`, starting from `state` (which is updated as rows are delivered)."""
+    batches = iterate_sync(
+        settings, state, streams=streams, transport=transport, progress=progress, on_checkpoint=sink.checkpoint
+    )
+    upsert = sink.upsert
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration as done:
+            result: SyncResult = done.value
+            return result
+        schema, table = batch.schema, batch.table
+        for row in batch.rows:
+            upsert(schema, table, row)
 
 
 def _result(

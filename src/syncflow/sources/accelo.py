@@ -215,7 +215,7 @@ class _EntitySync:
                 if not bounds["done"]:
                     tg.start_soon(self._run_slice, slice_id, bounds, filters)
         done: dict[str, Any] = {"cursor": upper} if self.stream.cursor else {}
-        await self._send([], [((), done)], requests=0, checkpoint=True)
+        await self._send([], [((), done)], requests=0)
         self.report.completed.append(self.stream.key)
         report_conversions(self.report, self.converter)
 

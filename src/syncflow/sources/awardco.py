@@ -169,7 +169,7 @@ class AwardcoSource:
             page += 1
             more = await self._deliver(await self._fetch(since, page), run, page)
         await self._send.send(
-            Batch(USER.key, USER.source, USER.table, [], [((), {"cursor": started})], checkpoint=True)
+            Batch(USER.key, USER.source, USER.table, [], [((), {"cursor": started})])
         )
 
 
