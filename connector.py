@@ -7,9 +7,9 @@ from pathlib import Path
 # The deployed bundle has no install step: make `src/` importable from wherever this file is.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from fivetran_connector_sdk import Connector  # noqa: E402
+from fivetran_connector_sdk import Connector
 
-from syncflow.fivetran import schema, update  # noqa: E402
+from syncflow.fivetran import schema, update
 
 connector = Connector(update=update, schema=schema)
 

@@ -1,7 +1,7 @@
 """syncflow: async, high-throughput extraction of Accelo and AwardCo, for Fivetran and for Python.
 
-    import syncflow
-    syncflow.to_duckdb({"use_mock": "true"}, "syncflow.duckdb")
+import syncflow
+syncflow.to_duckdb({"use_mock": "true"}, "syncflow.duckdb")
 """
 
 from ._api import (

@@ -332,7 +332,7 @@ def _parse(raw: Mapping[str, Any]) -> Settings:
     awardco = _parse_awardco(reader, use_mock) if "awardco" in sources else None
     if accelo is None and awardco is None:
         raise ConfigurationError(
-            "configuration: no source configured; set the accelo_* or awardco_* keys, or \"use_mock\": \"true\""
+            'configuration: no source configured; set the accelo_* or awardco_* keys, or "use_mock": "true"'
         )
     mock = MockSettings(
         seed=reader.integer("mock_seed", 7, minimum=0),

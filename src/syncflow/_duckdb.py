@@ -111,7 +111,8 @@ class DuckDBSink:
             names = ", ".join(_quote(name) for name in columns)
             self._connection.execute(
                 f"INSERT OR REPLACE INTO {table.name} ({names}) SELECT {names} FROM "
-                f"read_json(?, format = 'newline_delimited', columns = {spec}, timestampformat = '%Y-%m-%dT%H:%M:%S%z')",
+                f"read_json(?, format = 'newline_delimited', columns = {spec}, "
+                "timestampformat = '%Y-%m-%dT%H:%M:%S%z')",
                 [handle.name],
             )
         finally:

@@ -1,9 +1,9 @@
 """Paginators: tiny classes behind one protocol, pure state, no I/O; a fresh one per stream or slice.
 
-    init_request(params)     put the first page's parameters into `params`
-    update_state(body, rows) learn from a page (rows already extracted and typed)
-    update_request(params)   put the next page's parameters into `params`
-    has_next_page            whether another request is needed
+init_request(params)     put the first page's parameters into `params`
+update_state(body, rows) learn from a page (rows already extracted and typed)
+update_request(params)   put the next page's parameters into `params`
+has_next_page            whether another request is needed
 """
 
 from __future__ import annotations

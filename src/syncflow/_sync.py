@@ -237,9 +237,7 @@ def run_sync(
             upsert(schema, table, row)
 
 
-def _result(
-    producer: _Producer, reports: list[SourceReport], drained: DrainStatistics, simulator: Any
-) -> SyncResult:
+def _result(producer: _Producer, reports: list[SourceReport], drained: DrainStatistics, simulator: Any) -> SyncResult:
     return SyncResult(
         rows=dict(drained.rows),
         requests={api: client.statistics() for api, client in producer.clients.items()},

@@ -170,8 +170,10 @@ class OAuth2ClientCredentials:
             ) from exc
         self.tokens_fetched += 1
         now = self._clock()
-        lifetime = max(0.0, expires_in - _EXPIRY_MARGIN_SECONDS) if expires_in > 2 * _EXPIRY_MARGIN_SECONDS else (
-            expires_in / 2
+        lifetime = (
+            max(0.0, expires_in - _EXPIRY_MARGIN_SECONDS)
+            if expires_in > 2 * _EXPIRY_MARGIN_SECONDS
+            else (expires_in / 2)
         )
         logger.debug("%s: access token obtained, valid for %.0f s", self._api, expires_in)
         return _Token(Secret(value), now + lifetime, server_time(response))

@@ -26,7 +26,7 @@ from .._exceptions import (
 from ._auth import Authenticator, _meta_message, server_time
 from ._limits import RateGate
 
-__all__ = ["ApiClient", "Reply", "RequestStatistics", "RetryPolicy", "RETRYABLE_STATUSES"]
+__all__ = ["RETRYABLE_STATUSES", "ApiClient", "Reply", "RequestStatistics", "RetryPolicy"]
 
 logger = logging.getLogger("syncflow")
 
@@ -201,5 +201,3 @@ def _short_text(response: httpx.Response) -> str:
     if "html" in content_type or response.content.lstrip()[:1] == b"<":
         return "an HTML error page"
     return ""
-
-

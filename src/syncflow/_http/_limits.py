@@ -186,11 +186,16 @@ class RateGate:
             self._rate_limited += 1
             retry_after = parse_retry_after(headers.get("retry-after"), now)
             reset = self._parse_reset(headers.get("x-ratelimit-reset"), now)
-            wait = retry_after if retry_after is not None else (reset - now if reset is not None else 1.0)
-            self._blocked_until = max(self._blocked_until, now + max(wait, 0.0))
-            self._remaining = 0
-            if reset is not None:
-                self._reset_at = reset
+            if retry_after is not None:
+                # The server said when to come back; after that, probe rather than trust our (wrong) estimate.
+                self._blocked_until = max(self._blocked_until, now + retry_after)
+                self._remaining = None
+            else:
+                wait = reset - now if reset is not None else 1.0
+                self._blocked_until = max(self._blocked_until, now + max(wait, 0.0))
+                self._remaining = 0
+                if reset is not None:
+                    self._reset_at = reset
             self._notify()
             return
         remaining = _parse_int(headers.get("x-ratelimit-remaining"))
@@ -206,8 +211,10 @@ class RateGate:
         fresh = max(0, remaining - others)
         if reset is not None and self._reset_at is not None and reset < self._reset_at - 1:
             return  # a late answer from the previous window
-        if self._remaining is None or self._remaining == math.inf or (
-            reset is not None and self._reset_at is not None and reset > self._reset_at + 1
+        if (
+            self._remaining is None
+            or self._remaining == math.inf
+            or (reset is not None and self._reset_at is not None and reset > self._reset_at + 1)
         ):
             self._remaining = fresh
         else:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -166,7 +166,9 @@ class _EntitySync:
         self.converter: RowConverter = stream.converter()
         self.expected_rows: int | None = None
 
-    async def _send(self, rows: list[dict[str, Any]], patch: Any, *, requests: int, checkpoint: bool = False) -> None:
+    async def _send(
+        self, rows: Sequence[Mapping[str, Any]], patch: Any, *, requests: int, checkpoint: bool = False
+    ) -> None:
         await self.source._send.send(
             Batch(
                 stream=self.stream.key,
@@ -240,8 +242,8 @@ class _EntitySync:
         client = self.source._client
 
         async def fetch(page: int) -> None:
-            params = {"_fields": self.fields, "_limit": PAGE_LIMIT, "_page": page,
-                      "_filters": ",".join([*filters, "order_by_asc(id)"])}  # fmt: skip
+            params: dict[str, str | int] = {"_fields": self.fields, "_limit": PAGE_LIMIT, "_page": page,
+                                            "_filters": ",".join([*filters, "order_by_asc(id)"])}  # fmt: skip
             reply = await client.get_json(self.path, params, validate=_list_problem)
             records = reply.body["response"]
             found[page] = (self._rows(records), len(records))
@@ -251,9 +253,7 @@ class _EntitySync:
                 tg.start_soon(fetch, page)
         return found
 
-    async def _plan(
-        self, filters: list[str], lower: int | None, upper: int | None
-    ) -> dict[str, dict[str, Any]]:
+    async def _plan(self, filters: list[str], lower: int | None, upper: int | None) -> dict[str, dict[str, Any]]:
         client = self.source._client
         count = 0
 

@@ -150,7 +150,7 @@ class AwardcoSource:
         if more and paginator.total_pages is not None and paginator.total_pages > page:
             # The API said how many pages there are: fetch them in parallel, deliver in order.
             last_delivered = page
-            last_more = more
+            last_more: bool = more
 
             async def deliver(index: int, fanned: Reply) -> bool:
                 nonlocal last_delivered, last_more
@@ -168,9 +168,7 @@ class AwardcoSource:
             # No total (or more users than it said, created mid-sync): follow has_more one page at a time.
             page += 1
             more = await self._deliver(await self._fetch(since, page), run, page)
-        await self._send.send(
-            Batch(USER.key, USER.source, USER.table, [], [((), {"cursor": started})])
-        )
+        await self._send.send(Batch(USER.key, USER.source, USER.table, [], [((), {"cursor": started})]))
 
 
 def _optional_iso(value: Any) -> bool:

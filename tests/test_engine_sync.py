@@ -1,0 +1,300 @@
+"""The engine end to end against the in-process simulator: exact rows, order, checkpoint safety, resume."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from conftest import RecordingSink, assert_matches_truth, sim_configuration, sync_once
+from syncflow import HTTPStatusError, Settings
+from syncflow._state import StateDocument
+from syncflow._sync import run_sync
+from syncflow.sim import Faults, Mutation, Simulator
+
+
+def test_full_sync_equals_ground_truth_for_all_seven_tables(make_sim: Any) -> None:
+    sim = make_sim(seed=3)
+    sink = RecordingSink()
+    result, state = sync_once(sim, sink)
+    assert_matches_truth(sink, sim)
+    assert set(result.completed) == set(sink.tables)
+    assert sim.stats().rate_limited == 0
+    streams = state.as_dict()["streams"]
+    assert all("run" not in entry for entry in streams.values()), "a finished sync leaves no in-progress runs"
+    assert isinstance(streams["accelo.companies"]["cursor"], int)
+    assert streams["accelo.staff"] == {}  # full refresh: no cursor
+
+
+def test_requests_stay_within_a_few_per_stream_of_the_pages_needed(make_sim: Any) -> None:
+    sim = make_sim(seed=4)
+    sync_once(sim, RecordingSink())
+    stats = sim.stats()
+    truth = sim.ground_truth()
+    for entity, records in truth["accelo"].items():
+        pages = -(-len(records) // 100)
+        made = stats.by_endpoint.get(f"GET /api/v0/{entity}", 0) + stats.by_endpoint.get(
+            f"GET /api/v0/{entity}/count", 0
+        )
+        # count + pages + at most one request per slice to learn that it ended (max_concurrency 8 slices)
+        assert made <= pages + 1 + 8, (entity, made, pages)
+    users_pages = -(-len(truth["awardco"]["user"]) // 100)
+    assert stats.by_endpoint["GET /api/users"] == users_pages
+    assert stats.token_requests == 1
+
+
+def test_tiny_tables_cost_one_or_two_requests(make_sim: Any) -> None:
+    sim = make_sim(accelo_counts={"companies": 7, "invoices": 0, "payments": 1, "prospects": 2, "jobs": 3, "staff": 4})
+    sync_once(sim, RecordingSink())
+    for entity in ("companies", "invoices", "payments", "prospects", "jobs", "staff"):
+        made = sim.stats().by_endpoint.get(f"GET /api/v0/{entity}", 0)
+        counted = sim.stats().by_endpoint.get(f"GET /api/v0/{entity}/count", 0)
+        assert made + counted <= 2, entity
+
+
+def test_second_sync_is_incremental_and_fetches_only_what_changed(make_sim: Any) -> None:
+    sim = make_sim(seed=5)
+    sink = RecordingSink()
+    _, state = sync_once(sim, sink)
+    sim.apply_mutation(Mutation(after_requests=1, source="accelo", entity="companies", modify=3, create=2))
+    sim.apply_mutation(Mutation(after_requests=1, source="awardco", entity="user", modify=4, create=1))
+    sim.reset_stats()
+    before = sink.upserts
+    anyio.run(anyio.sleep, 1.05)  # the next sync's window must end after the mutation's second
+    result, state = sync_once(sim, sink, state)
+    assert_matches_truth(sink, sim)
+    # Only the changed records (plus the re-read cursor second and the full-refresh staff table) are fetched again.
+    assert result.rows["accelo.companies"] == 5
+    assert 5 <= result.rows["awardco.user"] <= 5 + 10
+    assert result.rows.get("accelo.invoices", 0) == 0
+    assert sink.upserts - before == sum(result.rows.values())
+    assert sim.stats().data_requests <= 6 * 2 + 2
+
+
+def test_rows_arrive_in_page_order_per_slice_despite_out_of_order_completion(make_sim: Any) -> None:
+    # Jittered latency makes concurrently fetched AwardCo pages complete out of order; they must land in order.
+    sim = make_sim(latency=0.01, jitter=0.009, awardco_users=950)
+    sink = RecordingSink()
+    sync_once(sim, sink, streams=["awardco.user"])
+    order = [key for kind, (stream, key) in ((k, v) for k, v in sink.log if k == "upsert") if stream == "awardco.user"]
+    assert order == sorted(order)
+    assert sim.stats().peak_in_flight_by_api["awardco"] > 1, "pages were fetched concurrently"
+
+
+def _covered(state: dict[str, Any], stream: str, truth_ids: list[Any]) -> set[Any]:
+    """The ids a checkpointed state claims are delivered for one stream."""
+    entry = state["streams"].get(stream, {})
+    if "run" not in entry:
+        return set(truth_ids) if "cursor" in entry or (entry == {} and stream in state["streams"]) else set()
+    run = entry["run"]
+    if "slices" in run:
+        covered = set()
+        for bounds in (run["slices"] or {}).values():
+            after = bounds["after"]
+            if after is None:
+                continue
+            lo = bounds["lo"] if bounds["lo"] is not None else -1
+            hi = bounds["hi"] if bounds["hi"] is not None else float("inf")
+            covered |= {i for i in truth_ids if lo <= i <= after and i < hi}
+        return covered
+    return set(truth_ids[: (run["next_page"] - 1) * 100])
+
+
+def test_every_checkpoint_covers_only_rows_already_upserted(make_sim: Any) -> None:
+    # Several slices per table, completing out of order (jitter), with frequent checkpoints.
+    sim = make_sim(
+        seed=11,
+        latency=0.004,
+        jitter=0.004,
+        accelo_counts={"companies": 1630, "invoices": 980, "payments": 50, "prospects": 10, "jobs": 0, "staff": 3},
+        awardco_users=720,
+    )
+    sink = RecordingSink()
+    sync_once(sim, sink, checkpoint_every_rows="150")
+    truth = sim.ground_truth()
+    ids = {f"accelo.{e}": sorted(int(r["id"]) for r in rs) for e, rs in truth["accelo"].items()}
+    ids["awardco.user"] = sorted(r["employeeId"] for r in truth["awardco"]["user"])
+    assert len(sink.checkpoints) > 5
+    upserted: set[tuple[str, Any]] = set()
+    slices_seen = 0
+    for kind, value in sink.log:
+        if kind == "upsert":
+            upserted.add(value)
+            continue
+        state = sink.checkpoints[value]
+        for stream, truth_ids in ids.items():
+            covered = _covered(state, stream, truth_ids)
+            missing = {key for key in covered if (stream, key) not in upserted}
+            assert not missing, f"checkpoint {value} covers {stream} rows not yet upserted: {sorted(missing)[:5]}"
+            run = state["streams"].get(stream, {}).get("run", {})
+            slices_seen = max(slices_seen, len(run.get("slices") or {}))
+    assert slices_seen > 1, "the large table was cut into parallel slices"
+
+
+def test_resume_from_every_checkpoint_reaches_the_same_final_tables(make_sim: Any) -> None:
+    sim = make_sim(seed=12, accelo_counts={"companies": 870, "invoices": 400, "payments": 120, "prospects": 5,
+                                           "jobs": 260, "staff": 12}, awardco_users=410)  # fmt: skip
+    first = RecordingSink()
+    sync_once(sim, first, checkpoint_every_rows="100")
+    assert len(first.checkpoints) >= 10
+    for index, checkpoint in enumerate(first.checkpoints):
+        # The destination as it was when this checkpoint was taken, then a new sync from that state.
+        resumed = RecordingSink()
+        for kind, value in first.log:
+            if kind == "checkpoint" and value == index:
+                break
+            if kind == "upsert":
+                stream, key = value
+                resumed.tables.setdefault(stream, {})[key] = first.tables[stream][key]
+        redo_before = sim.stats().data_requests
+        sync_once(sim, resumed, StateDocument.load(checkpoint), checkpoint_every_rows="100")
+        assert_matches_truth(resumed, sim)
+        assert sim.stats().data_requests - redo_before <= sim.stats().data_requests  # bounded, sanity
+
+
+def test_a_slow_drain_bounds_what_is_fetched_ahead(make_sim: Any) -> None:
+    sim = make_sim(accelo_counts={"companies": 3000, "invoices": 0, "payments": 0, "prospects": 0, "jobs": 0,
+                                  "staff": 0}, awardco_users=0)  # fmt: skip
+    fetched_ahead: list[int] = []
+
+    class SlowSink(RecordingSink):
+        pages = 0
+
+        def upsert(self, schema: str, table: str, row: Any) -> None:
+            super().upsert(schema, table, row)
+            if self.upserts % 100 == 0:
+                self.pages += 1
+                # Pages served by the API minus pages the drain has written: what sits in memory.
+                fetched_ahead.append(sim.stats().by_endpoint.get("GET /api/v0/companies", 0) - self.pages)
+                time.sleep(0.01)
+
+    sink = SlowSink()
+    sync_once(sim, sink, streams=["accelo.companies"], queue_pages="2", max_concurrency="4")
+    assert_matches_truth(sink, sim, streams=["accelo.companies"])
+    # queue (2) + one batch being handed over + pages in flight (4) + slices' first pages held by the planner (4)
+    assert max(fetched_ahead) <= 2 + 1 + 4 + 4, max(fetched_ahead)
+
+
+@pytest.mark.parametrize("fault", ["500", "502", "503", "504", "429", "drop", "malformed", "html", "slow"])
+def test_each_transient_failure_is_retried_and_nothing_is_lost(make_sim: Any, fault: str) -> None:
+    sim = make_sim(faults=Faults(schedule={2: fault, 5: fault, 9: fault}, slow_seconds=0.05))
+    sink = RecordingSink()
+    result, _ = sync_once(sim, sink)
+    assert_matches_truth(sink, sim)
+    retries = sum(stats.retries for stats in result.requests.values())
+    assert retries == (0 if fault == "slow" else 3)
+
+
+def test_retries_run_out_and_the_sync_fails_without_moving_the_cursor(make_sim: Any) -> None:
+    sim = make_sim(faults=Faults(error_rate=1.0))
+    sink = RecordingSink()
+    state = StateDocument({"accelo.companies": {"cursor": 1_600_000_000}})
+    with pytest.raises(HTTPStatusError) as caught:
+        sync_once(sim, sink, state, max_retries="2", max_retry_seconds="5")
+    assert "retries exhausted" in str(caught.value)
+    assert caught.value.api in {"accelo", "awardco"}
+    assert sink.upserts == 0
+    assert state.stream("accelo.companies") == {"cursor": 1_600_000_000}
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 422])
+def test_other_4xx_fail_fast_with_one_clear_line(status: int) -> None:
+    calls: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(status, json={"error": f"nope {status}"})
+
+    settings = Settings.from_mapping(sim_configuration(sources="awardco"))
+    with pytest.raises(HTTPStatusError) as caught:
+        run_sync(settings, RecordingSink(), StateDocument(), transport=httpx.MockTransport(answer))
+    assert len(calls) == 1, "a 4xx other than 429 is not retried"
+    message = str(caught.value)
+    assert message.startswith("awardco GET /api/users: answered") and f"nope {status}" in message
+    assert "\n" not in message
+
+
+def test_zero_429s_when_the_server_window_binds(make_sim: Any) -> None:
+    # 25 data requests per 1-second window: the sync needs several windows and must never be refused.
+    sim = make_sim(accelo_rate_limit=25, awardco_rate_limit=10, rate_window=1.0,
+                   accelo_counts={"companies": 900, "invoices": 700, "payments": 90, "prospects": 40, "jobs": 80,
+                                  "staff": 10}, awardco_users=420)  # fmt: skip
+    sink = RecordingSink()
+    sync_once(sim, sink)
+    assert_matches_truth(sink, sim)
+    assert sim.stats().rate_limited == 0
+
+
+def test_an_exhausted_budget_ends_cleanly_and_the_next_sync_completes(make_sim: Any) -> None:
+    sim = make_sim(accelo_rate_limit=12, rate_window=3600)
+    sink = RecordingSink()
+    result, _ = sync_once(sim, sink, max_rate_limit_wait_seconds="5")
+    assert result.stopped_early
+    assert any("rate budget spent" in warning for warning in result.warnings)
+    assert "awardco.user" in result.completed, "the other API carries on"
+    assert sink.checkpoints, "what was delivered is checkpointed"
+    # A new window: the same data behind a fresh budget.
+    fresh = Simulator(sim.config.__class__(**{**sim.config.__dict__, "accelo_rate_limit": 5000}))
+    result, _ = sync_once(fresh, sink, StateDocument.load(sink.checkpoints[-1]))
+    assert not result.stopped_early
+    assert_matches_truth(sink, fresh)
+
+
+def test_a_record_modified_mid_sync_is_present_after_the_next_sync(make_sim: Any) -> None:
+    mutations = [
+        Mutation(after_requests=6, source="accelo", entity="invoices", modify=5, create=3),
+        Mutation(after_requests=9, source="accelo", entity="companies", modify=4, create=0),
+        Mutation(after_requests=4, source="awardco", entity="user", modify=6, create=2),
+    ]
+    sim = make_sim(seed=21, mutations=mutations, latency=0.002)
+    sink = RecordingSink()
+    _, state = sync_once(sim, sink)
+    anyio.run(anyio.sleep, 1.05)
+    sync_once(sim, sink, state)
+    assert_matches_truth(sink, sim)
+
+
+def test_ties_on_one_second_are_never_lost_at_the_cursor(make_sim: Any) -> None:
+    sim = make_sim(seed=8)
+    records = sim.ground_truth()["accelo"]["companies"]
+    seconds: dict[str, int] = {}
+    for record in records:
+        seconds[record["date_modified"]] = seconds.get(record["date_modified"], 0) + 1
+    tied_second, tied = max(seconds.items(), key=lambda item: item[1])
+    assert tied >= 5, "the simulator clusters many records on one second"
+    # A previous sync ended exactly at that second: everything at or after it must come back.
+    state = StateDocument({"accelo.companies": {"cursor": int(tied_second)}})
+    sink = RecordingSink()
+    sync_once(sim, sink, state, streams=["accelo.companies"])
+    expected = {int(r["id"]) for r in records if int(r["date_modified"]) >= int(tied_second)}
+    assert set(sink.tables["accelo.companies"]) == expected
+
+
+def test_token_expiry_mid_sync_refreshes_and_loses_nothing(make_sim: Any) -> None:
+    # Tokens live 1 s; the sync takes several: the client renews before expiry (and on a 401 if it misjudged).
+    sim = make_sim(token_ttl=1, latency=0.06)
+    sink = RecordingSink()
+    sync_once(sim, sink, max_concurrency="2")
+    assert_matches_truth(sink, sim)
+    assert sim.stats().token_requests >= 2
+
+
+def test_concurrent_401s_share_one_token_refresh(make_sim: Any) -> None:
+    sim = make_sim(latency=0.01, faults=Faults(schedule={3: "401", 4: "401", 5: "401", 6: "401"}))
+    sink = RecordingSink()
+    result, _ = sync_once(sim, sink, sources="accelo")
+    assert_matches_truth(sink, sim, streams=[f"accelo.{e}" for e in ("companies", "invoices", "jobs")])
+    assert sim.stats().token_requests == 2, "one refresh for all the refused requests"
+    assert result.requests["accelo"].token_refreshes == 4
+
+
+def test_bad_credentials_fail_with_one_clear_line(make_sim: Any) -> None:
+    sim = make_sim()
+    with pytest.raises(Exception) as caught:
+        sync_once(sim, RecordingSink(), accelo_client_secret="wrong-secret-value", sources="accelo")
+    message = str(caught.value)
+    assert "accelo POST /oauth2/v0/token: credentials refused (401" in message
+    assert "wrong-secret-value" not in message
