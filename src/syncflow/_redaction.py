@@ -60,7 +60,7 @@ def redact_url(url: str) -> str:
             (name, _REDACTED if name.lower() in _SENSITIVE_PARAMS else value)
             for name, value in parse_qsl(query, keep_blank_values=True)
         ]
-        query = urlencode(pairs, safe="(),_")
+        query = urlencode(pairs, safe="(),_*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

@@ -85,7 +85,7 @@ class RateGate:
         self.api = api
         self._clock = clock
         self._max_wait = max_wait
-        self._slots = anyio.CapacityLimiter(max_concurrency)
+        self._slots = anyio.Semaphore(max_concurrency)
         self._bucket = AsyncLimiter(requests_per_hour, time_period=3600)
         self._remaining: float | None = None  # new requests the server will still accept (inf: no headers)
         self._reset_at: float | None = None
