@@ -67,6 +67,9 @@ class Sink(Protocol):
 
 
 class Progress(Protocol):
+    def on_start(self, budgets: Callable[[], Mapping[str, Any]]) -> None:
+        """`budgets()` returns each API's live `RateStatistics` (safe to call from the drain thread)."""
+
     def on_batch(self, batch: Batch) -> None: ...
 
     def on_checkpoint(self) -> None: ...
@@ -77,6 +80,7 @@ class Progress(Protocol):
 @dataclass
 class DrainStatistics:
     rows: dict[str, int] = field(default_factory=dict)
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)  # stream -> (first, last batch), monotonic
     batches: int = 0
     checkpoints: int = 0
     seconds: float = 0.0
@@ -123,6 +127,7 @@ def iterate_pipeline(
                     if progress is not None:
                         progress.on_batch(batch)
                     now = time.monotonic()
+                    stats.spans[batch.stream] = (stats.spans.get(batch.stream, (started, now))[0], now)
                     due = rows_since >= checkpoint_every_rows or now - last_checkpoint >= checkpoint_every_seconds
                     if on_checkpoint is not None and (batch.checkpoint or due):
                         on_checkpoint(state.as_dict())

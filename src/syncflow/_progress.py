@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._http import RateStatistics
 from ._pipeline import Batch
 
 __all__ = ["LogProgress", "TqdmProgress"]
@@ -29,6 +31,10 @@ class LogProgress:
         self._every = every_seconds
         self._streams: dict[str, _StreamProgress] = {}
         self._last = time.monotonic()
+        self._budgets: Callable[[], Mapping[str, RateStatistics]] = dict
+
+    def on_start(self, budgets: Callable[[], Mapping[str, RateStatistics]]) -> None:
+        self._budgets = budgets
 
     def on_batch(self, batch: Batch) -> None:
         progress = self._streams.get(batch.stream)
@@ -41,8 +47,9 @@ class LogProgress:
         now = time.monotonic()
         if now - self._last >= self._every:
             self._last = now
+            budgets = self._budgets()
             for name, p in sorted(self._streams.items()):
-                logger.info("%s", _line(name, p, now))
+                logger.info("%s%s", _line(name, p, now), _budget(budgets.get(name.split(".", 1)[0])))
 
     def on_checkpoint(self) -> None:
         return None
@@ -62,6 +69,15 @@ def _line(name: str, p: _StreamProgress, now: float) -> str:
     return line
 
 
+def _budget(stats: RateStatistics | None) -> str:
+    if stats is None or stats.server_remaining is None:
+        return ""
+    reset = (
+        "" if stats.server_reset_at is None else f", resets in {max(0.0, stats.server_reset_at - time.time()):.0f} s"
+    )
+    return f"; {stats.api} budget: {stats.server_remaining} requests left{reset}"
+
+
 class TqdmProgress:
     """One tqdm bar per stream (`tqdm.auto` picks the notebook widget in Jupyter and text in a terminal)."""
 
@@ -71,6 +87,9 @@ class TqdmProgress:
         self._tqdm = tqdm
         self._kwargs = tqdm_kwargs
         self._bars: dict[str, Any] = {}
+
+    def on_start(self, budgets: Callable[[], Mapping[str, RateStatistics]]) -> None:
+        return None
 
     def on_batch(self, batch: Batch) -> None:
         bar = self._bars.get(batch.stream)

@@ -27,7 +27,15 @@ from ._streams import Stream
 from .sources import ACCELO_STREAMS, AWARDCO_STREAMS, AcceloSource, AwardcoSource
 from .sources._common import SourceReport
 
-__all__ = ["SyncResult", "available_streams", "iterate_sync", "make_simulator", "run_sync", "select_streams"]
+__all__ = [
+    "StreamSummary",
+    "SyncResult",
+    "available_streams",
+    "iterate_sync",
+    "make_simulator",
+    "run_sync",
+    "select_streams",
+]
 
 logger = logging.getLogger("syncflow")
 
@@ -35,8 +43,18 @@ USER_AGENT = "syncflow/0.1 (+fivetran connector sdk)"
 
 
 @dataclass(frozen=True)
+class StreamSummary:
+    rows: int
+    requests: int
+    retries: int
+    rate_limited: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class SyncResult:
     rows: Mapping[str, int]
+    streams: Mapping[str, StreamSummary]
     requests: Mapping[str, RequestStatistics]
     warnings: tuple[str, ...]
     completed: tuple[str, ...]
@@ -187,6 +205,8 @@ def iterate_sync(
         transport = simulator.transport()
     prior = {stream.key: state.stream(stream.key) for stream in chosen}
     producer = _Producer(settings, chosen, prior, transport)
+    if progress is not None:
+        progress.on_start(lambda: {api: client.gate.statistics() for api, client in list(producer.clients.items())})
     drained = DrainStatistics()
     try:
         reports = yield from iterate_pipeline(
@@ -209,7 +229,7 @@ def iterate_sync(
     finally:
         if progress is not None:
             progress.close()
-    return _result(producer, reports, drained, simulator)
+    return _result(producer, chosen, reports, drained, simulator)
 
 
 def run_sync(
@@ -237,8 +257,24 @@ def run_sync(
             upsert(schema, table, row)
 
 
-def _result(producer: _Producer, reports: list[SourceReport], drained: DrainStatistics, simulator: Any) -> SyncResult:
+def _result(
+    producer: _Producer, chosen: list[Stream], reports: list[SourceReport], drained: DrainStatistics, simulator: Any
+) -> SyncResult:
+    streams: dict[str, StreamSummary] = {}
+    for stream in chosen:
+        client = producer.clients.get(stream.source)
+        paths = client.statistics().by_path if client is not None else {}
+        mine = [figures for path, figures in paths.items() if path in (stream.endpoint, f"{stream.endpoint}/count")]
+        first, last = drained.spans.get(stream.key, (0.0, 0.0))
+        streams[stream.key] = StreamSummary(
+            rows=drained.rows.get(stream.key, 0),
+            requests=sum(f.requests for f in mine),
+            retries=sum(f.retries for f in mine),
+            rate_limited=sum(f.rate_limited for f in mine),
+            seconds=last - first,
+        )
     return SyncResult(
+        streams=streams,
         rows=dict(drained.rows),
         requests={api: client.statistics() for api, client in producer.clients.items()},
         warnings=tuple(w for r in reports for w in r.warnings),

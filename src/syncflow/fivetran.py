@@ -103,8 +103,11 @@ def _summarise(result: SyncResult) -> None:
             f"{api}: {stats.requests} requests, {stats.retries} retries, {stats.rate_limited} answered 429, "
             f"{stats.token_refreshes} token refreshes"
         )
-    for stream, rows in sorted(result.rows.items()):
-        log.info(f"{stream}: {rows} rows upserted")
+    for stream, summary in sorted(result.streams.items()):
+        log.info(
+            f"{stream}: {summary.rows} rows, {summary.requests} requests, {summary.retries} retries, "
+            f"{summary.rate_limited} answered 429, {summary.seconds:.1f} s"
+        )
     for warning in result.warnings:
         log.warning(warning)
     state = "stopped early (rate budget); the next sync resumes" if result.stopped_early else "complete"

@@ -1,7 +1,7 @@
 """HTTP layer: client factory, auth, admission control and retries."""
 
 from ._auth import ApiKeyAuth, Authenticator, OAuth2ClientCredentials, server_time
-from ._client import RETRYABLE_STATUSES, ApiClient, Reply, RequestStatistics, RetryPolicy
+from ._client import RETRYABLE_STATUSES, ApiClient, PathStatistics, Reply, RequestStatistics, RetryPolicy
 from ._limits import RateGate, RateStatistics, parse_retry_after
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "ApiKeyAuth",
     "Authenticator",
     "OAuth2ClientCredentials",
+    "PathStatistics",
     "RateGate",
     "RateStatistics",
     "Reply",

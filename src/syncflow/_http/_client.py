@@ -58,6 +58,14 @@ class RequestStatistics:
     rate_limited: int
     token_refreshes: int
     by_status: Mapping[int, int]
+    by_path: Mapping[str, PathStatistics]
+
+
+@dataclass(frozen=True)
+class PathStatistics:
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
 
 
 def _is_retryable(exc: Exception) -> bool:
@@ -88,9 +96,12 @@ class ApiClient:
         self._retries = 0
         self._refreshes = 0
         self._by_status: dict[int, int] = {}
+        self._by_path: dict[str, PathStatistics] = {}
 
         def _on_backoff(details: Any) -> None:
             self._retries += 1
+            path = details["args"][0] if details.get("args") else "?"
+            self._count(path, retries=1)
             exc = details.get("exception")
             logger.warning(
                 "%s: retry %d after %s (waiting %.1f s)",
@@ -124,6 +135,13 @@ class ApiClient:
             rate_limited=self._by_status.get(429, 0),
             token_refreshes=self._refreshes,
             by_status=dict(self._by_status),
+            by_path=dict(self._by_path),
+        )
+
+    def _count(self, path: str, *, requests: int = 0, retries: int = 0, rate_limited: int = 0) -> None:
+        seen = self._by_path.get(path, PathStatistics())
+        self._by_path[path] = PathStatistics(
+            seen.requests + requests, seen.retries + retries, seen.rate_limited + rate_limited
         )
 
     async def get_json(
@@ -158,6 +176,7 @@ class ApiClient:
                 self.gate.observe(response.status_code, response.headers)
             status = response.status_code
             self._by_status[status] = self._by_status.get(status, 0) + 1
+            self._count(path, requests=1, rate_limited=int(status == 429))
             if status == 401 and self.auth.refreshable and not refreshed:
                 # An expired or revoked token: refresh once (single-flight) and try again.
                 await self.auth.invalidate(headers)

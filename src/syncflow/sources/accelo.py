@@ -95,7 +95,8 @@ _CURSORS: Mapping[str, str | None] = {
 }
 
 ACCELO_STREAMS: Mapping[str, Stream] = {
-    name: Stream("accelo", name, columns, ("id",), _CURSORS[name]) for name, columns in _COLUMNS.items()
+    name: Stream("accelo", name, columns, ("id",), _CURSORS[name], endpoint=f"{API_PREFIX}/{name}")
+    for name, columns in _COLUMNS.items()
 }
 
 

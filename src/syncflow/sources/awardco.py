@@ -48,6 +48,7 @@ USER = Stream(
     ("employeeId",),
     "updated_at",
     keep_extra_fields=True,
+    endpoint=USERS_PATH,
 )
 AWARDCO_STREAMS: Mapping[str, Stream] = {"user": USER}
 
