@@ -44,13 +44,18 @@ class _SdkLogHandler(logging.Handler):
         self._secrets = secrets
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = redact_text(record.getMessage(), self._secrets)
-        if record.levelno >= logging.ERROR:
-            log.severe(message)
-        elif record.levelno >= logging.WARNING:
-            log.warning(message)
-        else:
-            log.info(message)
+        # A log line must never fail the sync (the SDK's Logging raises when its level is unset): like every
+        # logging handler, report our own failure through handleError instead of raising into the fetch.
+        try:
+            message = redact_text(record.getMessage(), self._secrets)
+            if record.levelno >= logging.ERROR:
+                log.severe(message)
+            elif record.levelno >= logging.WARNING:
+                log.warning(message)
+            else:
+                log.info(message)
+        except Exception:
+            self.handleError(record)
 
 
 @contextmanager

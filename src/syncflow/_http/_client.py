@@ -122,6 +122,7 @@ class ApiClient:
             max_value=retry.max_delay,
             on_backoff=_on_backoff,
             raise_on_giveup=True,
+            logger=None,  # retries are logged by _on_backoff, without backoff's traceback-laden lines
         )(self._get_once)
 
     def __repr__(self) -> str:
