@@ -228,3 +228,12 @@ def test_a_429_blocks_every_request_until_retry_after() -> None:
         assert gate.statistics().rate_limited == 1
 
     anyio.run(scenario)
+
+
+def test_a_server_that_caps_page_size_does_not_end_the_stream_early() -> None:
+    from syncflow._pagination import page_has_more
+
+    assert page_has_more({"users": [], "per_page": 50}, 50, 100)  # capped at 50: a full page, not the last
+    assert not page_has_more({"users": []}, 50, 100)  # no word from the server: a short page is the last
+    assert not page_has_more({"users": [], "per_page": 50}, 0, 100)
+    assert page_has_more({"has_more": True}, 3, 100)  # has_more wins

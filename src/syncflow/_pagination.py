@@ -120,8 +120,10 @@ class PageNumberPaginator:
     def update_state(self, body: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         self._has_next = page_has_more(body, len(rows), self.per_page)
         total = body.get("total") if isinstance(body, Mapping) else None
+        served_size = body.get("per_page") if isinstance(body, Mapping) else None
+        size = served_size if isinstance(served_size, int) and 0 < served_size < self.per_page else self.per_page
         if isinstance(total, (int, str)) and str(total).isdigit():
-            self.total_pages = max(1, math.ceil(int(total) / self.per_page))
+            self.total_pages = max(1, math.ceil(int(total) / size))
 
     def update_request(self, params: dict[str, Any]) -> None:
         self.page += 1
@@ -129,7 +131,15 @@ class PageNumberPaginator:
 
 
 def page_has_more(body: Any, rows: int, per_page: int) -> bool:
+    """Whether another page follows: `has_more` when the API sends it, else whether this page was full.
+
+    "Full" is judged against the page size the server says it used, when it says so: a server that caps
+    `per_page` below what we asked must not make its full pages look like the last one.
+    """
     has_more = body.get("has_more") if isinstance(body, Mapping) else None
     if isinstance(has_more, bool):
         return has_more
-    return rows >= per_page
+    served_size = body.get("per_page") if isinstance(body, Mapping) else None
+    if isinstance(served_size, int) and not isinstance(served_size, bool) and 0 < served_size < per_page:
+        per_page = served_size
+    return rows > 0 and rows >= per_page
