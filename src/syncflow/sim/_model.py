@@ -1,0 +1,155 @@
+"""The simulator's public value types: configuration knobs and request statistics.
+
+Everything here is an immutable value so one config can be shared by many simulators (and by threads).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+ACCELO_CLIENT_ID = "syncflow-sim"
+ACCELO_CLIENT_SECRET = "syncflow-sim-secret"
+AWARDCO_API_KEY = "syncflow-sim-key"
+ACCELO_ENTITIES = ("companies", "invoices", "payments", "prospects", "jobs", "staff")
+
+DEFAULT_ACCELO_COUNTS: Mapping[str, int] = MappingProxyType(
+    {"companies": 300, "invoices": 400, "payments": 300, "prospects": 200, "jobs": 250, "staff": 40}
+)
+
+#: The fault kinds a schedule may name.
+FAULT_KINDS = frozenset({"500", "502", "503", "504", "429", "401", "drop", "malformed", "html", "slow"})
+
+
+def _frozen(mapping: Mapping[int, str] | Mapping[str, int] | None) -> Mapping:  # type: ignore[type-arg]
+    return MappingProxyType(dict(mapping or {}))
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Fault injection on data requests (never on the token endpoint).
+
+    Rates are fractions of data requests; ``schedule`` forces a fault on the data request with that 1-based number
+    (token requests are not counted) and overrides the random draw for it. A request is checked in this order:
+    authentication (401), the rate-limit window (429), then the fault, so a fault drawn for a request that was
+    already refused is not injected (and not counted in ``faults_injected``). "slow" only delays a normal answer.
+    """
+
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    malformed_rate: float = 0.0
+    slow_rate: float = 0.0
+    slow_seconds: float = 2.0
+    schedule: Mapping[int, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        for name in ("error_rate", "drop_rate", "malformed_rate", "slow_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"Faults.{name} must be within [0, 1], got {value!r}")
+        if self.error_rate + self.drop_rate + self.malformed_rate > 1.0:
+            raise ValueError("Faults.error_rate + drop_rate + malformed_rate must not exceed 1")
+        if self.slow_seconds < 0:
+            raise ValueError("Faults.slow_seconds must be >= 0")
+        for number, kind in self.schedule.items():
+            if not isinstance(number, int) or number < 1:
+                raise ValueError(f"Faults.schedule keys are 1-based data-request numbers, got {number!r}")
+            if kind not in FAULT_KINDS:
+                raise ValueError(f"Faults.schedule[{number}]: unknown fault {kind!r}; one of {sorted(FAULT_KINDS)}")
+        # A caller's dict must not change the behaviour of an already-built (frozen) config.
+        object.__setattr__(self, "schedule", _frozen(self.schedule))
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """Records modified and/or created just before the data request numbered ``after_requests`` is served."""
+
+    after_requests: int
+    source: str
+    entity: str
+    modify: int = 0
+    create: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source not in ("accelo", "awardco"):
+            raise ValueError(f"Mutation.source must be 'accelo' or 'awardco', got {self.source!r}")
+        valid = ACCELO_ENTITIES if self.source == "accelo" else ("user",)
+        if self.entity not in valid:
+            raise ValueError(f"Mutation.entity for {self.source} must be one of {valid}, got {self.entity!r}")
+        if self.after_requests < 1:
+            raise ValueError(f"Mutation.after_requests is a 1-based data-request number, got {self.after_requests}")
+        if self.modify < 0 or self.create < 0:
+            raise ValueError("Mutation.modify and Mutation.create must be >= 0")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Every knob of the simulator. ``accelo_counts`` entries missing from a given mapping keep their default."""
+
+    seed: int = 7
+    accelo_counts: Mapping[str, int] = field(default_factory=lambda: DEFAULT_ACCELO_COUNTS)
+    awardco_users: int = 250
+    latency: float = 0.0
+    jitter: float = 0.0
+    accelo_rate_limit: int = 5000
+    awardco_rate_limit: int = 1000
+    rate_window: float = 3600.0
+    token_ttl: int = 2592000
+    faults: Faults = field(default_factory=Faults)
+    mutations: Sequence[Mutation] = ()
+    awardco_include_total: bool = True
+    awardco_page_size_max: int = 100
+    clock: Callable[[], float] = field(default=time.time)
+    accelo_client_id: str = ACCELO_CLIENT_ID
+    accelo_client_secret: str = ACCELO_CLIENT_SECRET
+    awardco_api_key: str = AWARDCO_API_KEY
+    awardco_updated_since_param: str = "updated_since"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.accelo_counts) - set(ACCELO_ENTITIES)
+        if unknown:
+            raise ValueError(f"SimConfig.accelo_counts: unknown entities {sorted(unknown)}")
+        counts = {**DEFAULT_ACCELO_COUNTS, **self.accelo_counts}
+        if any(n < 0 for n in counts.values()) or self.awardco_users < 0:
+            raise ValueError("record counts must be >= 0")
+        if self.latency < 0 or self.jitter < 0:
+            raise ValueError("latency and jitter must be >= 0")
+        if self.accelo_rate_limit < 1 or self.awardco_rate_limit < 1 or self.rate_window <= 0:
+            raise ValueError("rate limits must be >= 1 and rate_window > 0")
+        if self.token_ttl < 1 or self.awardco_page_size_max < 1:
+            raise ValueError("token_ttl and awardco_page_size_max must be >= 1")
+        object.__setattr__(self, "accelo_counts", _frozen(counts))
+        object.__setattr__(self, "mutations", tuple(self.mutations))
+
+
+@dataclass(frozen=True)
+class SimStats:
+    """A snapshot of the request statistics (see ``Simulator.stats``)."""
+
+    requests: int
+    data_requests: int
+    token_requests: int
+    by_endpoint: Mapping[str, int]
+    by_status: Mapping[int, int]
+    rate_limited: int
+    peak_in_flight: int
+    peak_in_flight_by_api: Mapping[str, int]
+    faults_injected: int
+    faults_by_kind: Mapping[str, int]
+
+    def as_json(self) -> dict[str, object]:
+        """A JSON-ready dict (status codes become string keys)."""
+        return {
+            "requests": self.requests,
+            "data_requests": self.data_requests,
+            "token_requests": self.token_requests,
+            "by_endpoint": dict(self.by_endpoint),
+            "by_status": {str(k): v for k, v in self.by_status.items()},
+            "rate_limited": self.rate_limited,
+            "peak_in_flight": self.peak_in_flight,
+            "peak_in_flight_by_api": dict(self.peak_in_flight_by_api),
+            "faults_injected": self.faults_injected,
+            "faults_by_kind": dict(self.faults_by_kind),
+        }
