@@ -71,7 +71,11 @@ class StateDocument:
         streams = raw.get("streams", {})
         if not isinstance(streams, Mapping):
             raise StateError("state: 'streams' must be a JSON object; reset the connector's state to resync")
-        return cls(streams)
+        damaged = sorted(str(key) for key, entry in streams.items() if not isinstance(entry, Mapping))
+        if damaged:
+            # Safe, if slower: those streams start over, and upserts make re-read rows harmless.
+            logger.warning("state: entries for %s are not JSON objects; resyncing them from the start", damaged)
+        return cls({key: entry for key, entry in streams.items() if isinstance(entry, Mapping)})
 
     def stream(self, key: str) -> dict[str, Any]:
         """A copy of one stream's entry ({} when it has none)."""
@@ -86,7 +90,9 @@ class StateDocument:
                 else:
                     self._streams[stream_key] = copy.deepcopy(value)
                 continue
-            node = self._streams.setdefault(stream_key, {})
+            node = self._streams.get(stream_key)
+            if not isinstance(node, dict):
+                node = self._streams[stream_key] = {}
             for part in path[:-1]:
                 child = node.get(part)
                 if not isinstance(child, dict):

@@ -44,6 +44,8 @@ PAGE_LIMIT = 100  # the API's maximum
 # A slice costs at most one request more than its pages (to learn it ended), so slices are only cut for work of at
 # least this many pages.
 MIN_PAGES_PER_SLICE = 4
+# How far behind the saved cursor the server's clock may be before a sync waits for it instead of skipping.
+_MAX_WAIT_FOR_CURSOR_SECOND = 5
 
 _I, _F, _S, _B, _T = "INT", "FLOAT", "STRING", "BOOLEAN", "UTC_DATETIME"
 
@@ -139,12 +141,14 @@ class AcceloSource:
         self._concurrency = concurrency
         self._start = int(start_date.timestamp()) if start_date else None
         self._clock_now = clock_now
+        self.server_clock_read_at = 0.0
 
     async def run(self, prior: Mapping[str, Mapping[str, Any]], tables: list[str]) -> SourceReport:
         report = SourceReport(self.name)
         # The server's clock when the sync starts: the frozen upper bound of every window.
         server_now = await self._auth.server_time()
         upper = int(server_now if server_now is not None else self._clock_now)
+        self.server_clock_read_at = anyio.current_time()
         async with anyio.create_task_group() as tg:
             for table in tables:
                 stream = ACCELO_STREAMS[table]
@@ -206,8 +210,9 @@ class _EntitySync:
             self.report.warnings.append(f"{exc}; resynced from the start")
             lower, upper, slices = self.source._start, self.server_now if self.stream.cursor else None, None
         if self.stream.cursor and lower is not None and upper is not None and lower >= upper:
-            logger.info("%s: nothing new since the last sync", self.stream.key)
-            return
+            upper = await self._past_the_cursor_second(lower, upper)
+            if upper is None:
+                return
         filters = self._window_filters(lower, upper)
         if slices is None:
             slices = await self._plan(filters, lower, upper)
@@ -221,6 +226,24 @@ class _EntitySync:
         await self._send([], [((), done)], requests=0)
         self.report.completed.append(self.stream.key)
         report_conversions(self.report, self.converter)
+
+    async def _past_the_cursor_second(self, lower: int, upper: int) -> int | None:
+        """The upper bound for a sync that starts within the cursor's own second (or before it).
+
+        The last sync read up to, not including, second `lower`; records modified in that second after it started
+        are still due. An empty window would put them off by one more sync, so wait until the server's clock has
+        left that second (at most about a second) and read exactly it. A cursor far ahead of the server's clock
+        (a migrated state, clock trouble) is left alone rather than waited for.
+        """
+        wait = lower + 1 - upper
+        if wait > _MAX_WAIT_FOR_CURSOR_SECOND:
+            logger.warning(
+                "%s: the saved cursor is %d s ahead of the server's clock; nothing to read yet", self.stream.key, wait
+            )
+            return None
+        # `upper` is the server's Date header, floored to the second: its clock was at least `upper` when it answered.
+        await anyio.sleep(max(0.0, wait - (anyio.current_time() - self.source.server_clock_read_at)))
+        return lower + 1
 
     def _window_filters(self, lower: int | None, upper: int | None) -> list[str]:
         cursor = self.stream.cursor

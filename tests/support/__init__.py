@@ -1,0 +1,1 @@
+"""Helpers shared by the reliability tests (fault-injecting transports, checkpoint-safety checks, crash harness)."""
