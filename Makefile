@@ -18,7 +18,7 @@ run: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" fivetran debug --configuration configuration.json
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks connector.py
+	$(PY) -m ruff check src tests connector.py $(wildcard benchmarks)
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
