@@ -7,6 +7,7 @@ reported once per column (then summarised at the end).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -29,28 +30,31 @@ class _Unconvertible(ValueError):
 
 
 def _to_int(value: Any) -> int | None:
-    if value is None or value == "":
+    if type(value) is str:  # the common case (Accelo sends every scalar as a string): one C call
+        try:
+            return int(value)
+        except ValueError:
+            if not value.strip():
+                return None
+            number = float(value)  # "12.0" is an integer written oddly; "abc" raises ValueError
+            if number.is_integer():
+                return int(number)
+            raise _Unconvertible(value) from None
+    if value is None:
         return None
     if isinstance(value, bool):
         raise _Unconvertible(value)
     if isinstance(value, int):
         return value
-    if isinstance(value, float):
-        if value.is_integer():
-            return int(value)
-        raise _Unconvertible(value)
-    text = str(value).strip()
-    try:
-        return int(text)
-    except ValueError:
-        number = float(text)  # "12.0" is an integer written oddly; "abc" raises ValueError
-        if number.is_integer():
-            return int(number)
-        raise _Unconvertible(value) from None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise _Unconvertible(value)
 
 
 def _to_float(value: Any) -> float | None:
-    if value is None or value == "":
+    if type(value) is str:
+        return float(value) if value.strip() else None
+    if value is None:
         return None
     if isinstance(value, bool):
         raise _Unconvertible(value)
@@ -70,25 +74,32 @@ def _to_bool(value: Any) -> bool | None:
     raise _Unconvertible(value)
 
 
+@functools.lru_cache(maxsize=8192)
+def _from_unix(seconds: int) -> datetime:
+    # Records cluster on the same seconds (bulk edits, shared due dates): a small cache skips most conversions.
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
 def _to_utc_datetime(value: Any) -> datetime | None:
-    if value is None or value == "":
+    if type(value) is str:
+        try:
+            seconds = int(value)  # unix seconds, as Accelo sends them
+        except ValueError:
+            text = value.strip()
+            if not text:
+                return None
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return _from_unix(seconds) if seconds > 0 else None  # Accelo writes 0 for "never"
+    if value is None:
         return None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     if isinstance(value, bool):
         raise _Unconvertible(value)
     if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = str(value).strip()
-        if text.lstrip("-").isdigit():
-            seconds = float(text)
-        else:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-    if seconds <= 0:
-        return None  # Accelo writes 0 for "never" (e.g. a job not completed)
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        return _from_unix(int(value)) if value > 0 else None
+    raise _Unconvertible(value)
 
 
 def _to_string(value: Any) -> str | None:
@@ -166,8 +177,9 @@ class RowConverter:
     def convert(self, record: Mapping[str, Any]) -> dict[str, Any] | None:
         """The typed row, or None when the record has no usable primary key (counted and reported)."""
         row: dict[str, Any] = {}
+        get = record.get
         for name, convert in self._plan:
-            raw = record.get(name)
+            raw = get(name)
             try:
                 row[name] = convert(raw)
             except (ValueError, TypeError, OverflowError):
