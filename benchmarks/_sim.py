@@ -1,0 +1,142 @@
+"""Start `python -m syncflow.sim` on loopback in a subprocess, read its URL, talk to its control endpoints, stop it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from syncflow.sim._model import DEFAULT_ACCELO_COUNTS
+
+__all__ = ["SimOptions", "SimProcess", "StatsPoller", "expected_pages", "expected_rows"]
+
+PAGE_SIZE = 100  # both APIs' maximum page size; every system here asks for it
+AWARDCO_USERS_AT_SCALE_1 = 250
+START_TIMEOUT = 120.0  # generating 10x data takes a few seconds; a hung start must still end
+CONTROL_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    scale: float = 1.0
+    latency: float = 0.15
+    jitter: float = 0.03
+    seed: int = 7
+    accelo_rate_limit: int = 1_000_000  # "unlimited" unless a scenario sets a budget
+    awardco_rate_limit: int = 1_000_000
+    rate_window: float = 3600.0
+
+    def argv(self) -> list[str]:
+        return [
+            "--host", "127.0.0.1", "--port", "0", "--seed", str(self.seed), "--scale", str(self.scale),
+            "--latency", str(self.latency), "--jitter", str(self.jitter),
+            "--accelo-rate-limit", str(self.accelo_rate_limit), "--awardco-rate-limit", str(self.awardco_rate_limit),
+            "--rate-window", str(self.rate_window),
+        ]  # fmt: skip
+
+
+def expected_rows(scale: float) -> dict[str, int]:
+    """Rows per table (`accelo.companies`, ..., `awardco.user`) the simulator holds at `scale` (as its CLI rounds)."""
+    rows = {f"accelo.{name}": round(n * scale) for name, n in DEFAULT_ACCELO_COUNTS.items()}
+    rows["awardco.user"] = round(AWARDCO_USERS_AT_SCALE_1 * scale)
+    return rows
+
+
+def expected_pages(scale: float) -> dict[str, int]:
+    """Pages of 100 per table: the work any client must fetch at least (ceil(rows / 100), at least one page)."""
+    return {table: max(1, -(-rows // PAGE_SIZE)) for table, rows in expected_rows(scale).items()}
+
+
+@dataclass
+class SimProcess:
+    """The simulator as a child process; a context manager that always kills it."""
+
+    options: SimOptions
+    url: str = ""
+    _proc: subprocess.Popen[str] | None = field(default=None, repr=False)
+
+    def __enter__(self) -> SimProcess:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "syncflow.sim", *self.options.argv()],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # uvicorn's warnings would interleave with the report's progress lines
+            text=True,
+        )
+        self.url = self._read_url()
+        return self
+
+    def _read_url(self) -> str:
+        assert self._proc is not None and self._proc.stdout is not None
+        # readline() cannot time out by itself; a daemon thread does the read and we wait on it with a deadline.
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(self._proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(START_TIMEOUT)
+        line = box[0].strip() if box else ""
+        if not line.startswith("http://127.0.0.1:"):
+            self.stop()
+            raise RuntimeError(f"simulator did not start within {START_TIMEOUT:.0f} s (got {line!r})")
+        return line
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=CONTROL_TIMEOUT) as response:
+            return json.loads(response.read())
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._get("/_sim/stats")
+        return result
+
+    def ground_truth(self) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        result: dict[str, dict[str, list[dict[str, Any]]]] = self._get("/_sim/ground_truth")
+        return result
+
+
+class StatsPoller:
+    """Samples /_sim/stats every `interval` seconds in a thread (for the rate-limited scenario's per-window budget)."""
+
+    def __init__(self, sim: SimProcess, interval: float = 0.05) -> None:
+        self._sim = sim
+        self._interval = interval
+        self._stop = threading.Event()
+        self.samples: list[tuple[float, dict[str, Any]]] = []
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> StatsPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(CONTROL_TIMEOUT)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            # A sample missed is a sample missed; the next one counts.
+            with contextlib.suppress(OSError):
+                self.samples.append((time.monotonic(), self._sim.stats()))
+            self._stop.wait(self._interval)
