@@ -237,3 +237,14 @@ def test_a_server_that_caps_page_size_does_not_end_the_stream_early() -> None:
     assert not page_has_more({"users": []}, 50, 100)  # no word from the server: a short page is the last
     assert not page_has_more({"users": [], "per_page": 50}, 0, 100)
     assert page_has_more({"has_more": True}, 3, 100)  # has_more wins
+
+
+def test_the_slice_budget_is_shared_in_proportion_to_the_work() -> None:
+    from syncflow.sources.accelo import MIN_PAGES_PER_SLICE, allocate_slices
+
+    shares = allocate_slices({"big": 400, "mid": 100, "small": 9, "one": 1, "none": 0}, 16)
+    assert shares["big"] > shares["mid"] > shares["small"] >= 1
+    assert shares["one"] == shares["none"] == 1
+    assert sum(shares.values()) <= 16 + 3  # about the concurrency: the pages held while planning stay bounded
+    assert 400 // shares["big"] >= MIN_PAGES_PER_SLICE
+    assert allocate_slices({"a": 10_000}, 16) == {"a": 16}  # a single huge table uses the whole budget

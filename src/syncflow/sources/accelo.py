@@ -34,7 +34,7 @@ from .._pipeline import Batch
 from .._streams import RowConverter, Stream
 from ._common import SourceReport, report_conversions
 
-__all__ = ["ACCELO_STREAMS", "AcceloSource"]
+__all__ = ["ACCELO_STREAMS", "AcceloSource", "allocate_slices"]
 
 logger = logging.getLogger("syncflow")
 
@@ -149,12 +149,35 @@ class AcceloSource:
         server_now = await self._auth.server_time()
         upper = int(server_now if server_now is not None else self._clock_now)
         self.server_clock_read_at = anyio.current_time()
+        entities = [
+            _EntitySync(self, ACCELO_STREAMS[table], prior.get(ACCELO_STREAMS[table].key, {}), upper, report)
+            for table in tables
+        ]
+        # First every entity sizes its window (count + first page, together), then the slice budget is shared out
+        # in proportion to the work: the largest table gets most slices, all tables finish about together, and the
+        # pages held while planning are bounded by the concurrency, not by the size of the data.
         async with anyio.create_task_group() as tg:
-            for table in tables:
-                stream = ACCELO_STREAMS[table]
-                entity = _EntitySync(self, stream, prior.get(stream.key, {}), upper, report)
-                tg.start_soon(entity.run)
+            for entity in entities:
+                tg.start_soon(entity.open)
+        budgets = allocate_slices({e.stream.key: e.pages_to_slice for e in entities}, self._concurrency)
+        async with anyio.create_task_group() as tg:
+            for entity in entities:
+                tg.start_soon(entity.run, budgets[entity.stream.key])
         return report
+
+
+def allocate_slices(pages: Mapping[str, int], budget: int) -> dict[str, int]:
+    """Share `budget` parallel slices among streams in proportion to their pages.
+
+    Every stream gets at least one; none is cut into slices shorter than MIN_PAGES_PER_SLICE pages, because each
+    slice may cost one request more than its pages (to learn that it ended).
+    """
+    total = sum(pages.values())
+    shares: dict[str, int] = {}
+    for key, count in pages.items():
+        want = round(budget * count / total) if total else 1
+        shares[key] = max(1, min(want, count // MIN_PAGES_PER_SLICE))
+    return shares
 
 
 class _EntitySync:
@@ -170,6 +193,13 @@ class _EntitySync:
         self.fields = ",".join(stream.columns)
         self.converter: RowConverter = stream.converter()
         self.expected_rows: int | None = None
+        # Set by open():
+        self.active = False
+        self.window: tuple[int | None, int | None] = (None, None)
+        self.filters: list[str] = []
+        self.slices: dict[str, dict[str, Any]] | None = None
+        self.first_page: tuple[list[dict[str, Any]], int] = ([], 0)
+        self.pages_to_slice = 0  # pages of a window too big for one page (0: nothing to share out)
 
     async def _send(
         self, rows: Sequence[Mapping[str, Any]], patch: Any, *, requests: int, checkpoint: bool = False
@@ -201,7 +231,8 @@ class _EntitySync:
         upper = self.server_now if self.stream.cursor else None
         return (lower if self.stream.cursor else None), upper, None
 
-    async def run(self) -> None:
+    async def open(self) -> None:
+        """Read the saved state and, for a new window, size it: count and first page, fetched together."""
         try:
             lower, upper, slices = self._read_prior()
         except StateError as exc:
@@ -213,15 +244,26 @@ class _EntitySync:
             upper = await self._past_the_cursor_second(lower, upper)
             if upper is None:
                 return
-        filters = self._window_filters(lower, upper)
+        self.window = (lower, upper)
+        self.filters = self._window_filters(lower, upper)
+        self.slices = slices
         if slices is None:
-            slices = await self._plan(filters, lower, upper)
+            await self._size_window()
+        self.active = True
+
+    async def run(self, slice_budget: int) -> None:
+        if not self.active:
+            return
+        if self.slices is None:
+            slices = await self._plan(slice_budget)
         else:
+            slices = self.slices
             logger.info("%s: resuming an interrupted sync (%d slices)", self.stream.key, len(slices))
         async with anyio.create_task_group() as tg:
             for slice_id, bounds in slices.items():
                 if not bounds["done"]:
-                    tg.start_soon(self._run_slice, slice_id, bounds, filters)
+                    tg.start_soon(self._run_slice, slice_id, bounds, self.filters)
+        upper = self.window[1]
         done: dict[str, Any] = {"cursor": upper} if self.stream.cursor else {}
         await self._send([], [((), done)], requests=0)
         self.report.completed.append(self.stream.key)
@@ -277,26 +319,28 @@ class _EntitySync:
                 tg.start_soon(fetch, page)
         return found
 
-    async def _plan(self, filters: list[str], lower: int | None, upper: int | None) -> dict[str, dict[str, Any]]:
+    async def _size_window(self) -> None:
         client = self.source._client
-        count = 0
+        filters = self.filters
 
         async def fetch_count() -> None:
-            nonlocal count
             params = {"_filters": ",".join(filters)} if filters else {}
             reply = await client.get_json(f"{self.path}/count", params, validate=_count_problem)
-            count = int(reply.body["response"]["count"])
-
-        first: dict[int, tuple[list[dict[str, Any]], int]] = {}
+            self.expected_rows = int(reply.body["response"]["count"])
 
         async def fetch_first() -> None:
-            first.update(await self._first_pages(filters, [0]))
+            self.first_page = (await self._first_pages(filters, [0]))[0]
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(fetch_count)
             tg.start_soon(fetch_first)
-        self.expected_rows = count
-        rows0, served0 = first[0]
+        if self.first_page[1] >= PAGE_LIMIT:
+            self.pages_to_slice = max(1, math.ceil((self.expected_rows or 0) / PAGE_LIMIT))
+
+    async def _plan(self, slice_budget: int) -> dict[str, dict[str, Any]]:
+        filters = self.filters
+        lower, upper = self.window
+        rows0, served0 = self.first_page
         run: dict[str, Any] = {"lower": lower, "upper": upper}
         if served0 < PAGE_LIMIT:
             # Everything fits in one page: one slice, already done.
@@ -304,11 +348,13 @@ class _EntitySync:
             run["slices"] = {"0": {"lo": None, "hi": None, "after": after, "done": True}}
             await self._send(rows0, [(("run",), run)], requests=2)
             return {}
-        pages = math.ceil(count / PAGE_LIMIT)
-        slice_count = max(1, min(self.source._concurrency, pages // MIN_PAGES_PER_SLICE))
+        pages = self.pages_to_slice
+        count = self.expected_rows or 0
+        slice_count = max(1, min(slice_budget, pages))
         stride = math.ceil(pages / slice_count)
         seeds = [index * stride for index in range(1, slice_count) if index * stride < pages]
-        seed_pages = {0: first[0], **(await self._first_pages(filters, seeds))}
+        seed_pages = {0: self.first_page, **(await self._first_pages(filters, seeds))}
+        self.first_page = ([], 0)  # delivered below; do not hold it for the rest of the sync
         # Each slice starts at the first id of its first page; a first page that came back empty (records left the
         # window) or out of order is folded into the slice before it.
         starts: list[tuple[int, int | None]] = [(0, None)]
