@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from ._exceptions import ConfigurationError
 from ._redaction import Secret
 
-__all__ = ["AcceloSettings", "AwardcoSettings", "MockSettings", "Settings", "load_settings"]
+__all__ = ["AcceloSettings", "AwardcoSettings", "MockSettings", "Settings", "configured_secrets", "load_settings"]
 
 logger = logging.getLogger("syncflow")
 
@@ -119,14 +119,18 @@ class Settings:
     def from_mapping(cls, configuration: Mapping[str, Any]) -> Settings:
         return _parse(configuration)
 
-    def secrets(self) -> tuple[Secret, ...]:
-        """Every credential this configuration holds (for scrubbing text that might contain one)."""
-        found: list[Secret] = []
-        if self.accelo is not None:
-            found.append(self.accelo.client_secret)
-        if self.awardco is not None:
-            found.append(self.awardco.api_key)
-        return tuple(s for s in found if s)
+
+SECRET_KEYS = frozenset({"accelo_client_secret", "awardco_api_key"})
+
+
+def configured_secrets(configuration: Mapping[str, Any]) -> tuple[Secret, ...]:
+    """The credentials in a raw configuration (under their own or alias names), before it is validated: what must
+    be scrubbed from anything logged while it is read."""
+    found = []
+    for key, value in configuration.items() if isinstance(configuration, Mapping) else ():
+        if ALIASES.get(key, key) in SECRET_KEYS and isinstance(value, str) and value:
+            found.append(Secret(value))
+    return tuple(found)
 
 
 def load_settings(source: Mapping[str, Any] | str | PathLike[str]) -> Settings:

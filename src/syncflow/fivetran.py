@@ -14,7 +14,7 @@ from typing import Any
 from fivetran_connector_sdk import Logging as log
 from fivetran_connector_sdk import Operations as op
 
-from ._config import Settings
+from ._config import Settings, configured_secrets
 from ._exceptions import SyncflowError
 from ._progress import LogProgress
 from ._redaction import Secret, redact_text
@@ -88,9 +88,9 @@ def schema(configuration: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def update(configuration: Mapping[str, Any], state: Mapping[str, Any]) -> None:
     """Sync every configured stream from `state`; checkpoints as rows land; raises SyncFailed on expected errors."""
-    settings = _settings(configuration)
-    secrets = settings.secrets()
-    with _forward_logs(secrets):
+    secrets = configured_secrets(configuration)
+    with _forward_logs(secrets):  # before parsing, so its warnings (unknown keys) reach the SDK's log too
+        settings = _settings(configuration)
         try:
             document = StateDocument.load(state)
             if settings.use_mock:
