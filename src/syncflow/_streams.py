@@ -74,7 +74,7 @@ def _to_bool(value: Any) -> bool | None:
     raise _Unconvertible(value)
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=1024)
 def _from_unix(seconds: int) -> datetime:
     # Records cluster on the same seconds (bulk edits, shared due dates): a small cache skips most conversions.
     return datetime.fromtimestamp(seconds, tz=timezone.utc)
