@@ -262,7 +262,7 @@ def _method() -> list[str]:
         "",
         "- **One system, one process.** Each row above is a fresh `python -m syncflow.sim` on 127.0.0.1 (its own data, "
         "statistics and rate windows) and a fresh `python -m benchmarks.worker` subprocess, so *peak RSS* is that "
-        "system's own (`getrusage(RUSAGE_SELF).ru_maxrss` of the worker, max with its children). *Requests* and "
+        "system's own (the worker's `VmHWM`, max with its children's `ru_maxrss`). *Requests* and "
         "*429s* are the delta of the simulator's `/_sim/stats` (token requests included); *peak in flight* is its "
         "peak of concurrent data requests. The systems run one after the other, never at the same time.",
         "- **Wall time** is measured inside the worker around the sync only (the SDK runner's `schema()` + `update()` "
