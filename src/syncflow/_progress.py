@@ -19,6 +19,7 @@ logger = logging.getLogger("syncflow")
 @dataclass
 class _StreamProgress:
     rows: int = 0
+    pages: int = 0
     requests: int = 0
     total: int | None = None
     started: float = 0.0
@@ -41,6 +42,7 @@ class LogProgress:
         if progress is None:
             progress = self._streams[batch.stream] = _StreamProgress(started=time.monotonic())
         progress.rows += len(batch.rows)
+        progress.pages += bool(batch.rows)
         progress.requests += batch.requests
         if batch.total_rows is not None:
             progress.total = batch.total_rows
@@ -60,7 +62,7 @@ class LogProgress:
 
 def _line(name: str, p: _StreamProgress, now: float) -> str:
     elapsed = max(now - p.started, 1e-6)
-    line = f"{name}: {p.rows} rows, {p.requests} requests ({p.requests / elapsed:.1f}/s)"
+    line = f"{name}: {p.rows} rows, {p.pages} pages, {p.requests} requests ({p.requests / elapsed:.1f}/s)"
     if p.total:
         done = min(1.0, p.rows / p.total)
         line += f", {done:.0%} of ~{p.total}"
