@@ -120,7 +120,9 @@ class AwardcoSource:
         return (cursor if cursor is not None else self._start), None, 1
 
     async def _fetch(self, since: str | None, page: int) -> Reply:
-        params: dict[str, Any] = {"page": page, "per_page": PER_PAGE}
+        # Pages are addressed by number (fetched ahead in parallel), so each request gets its page's parameters.
+        params: dict[str, Any] = {}
+        PageNumberPaginator(per_page=PER_PAGE, first_page=page).init_request(params)
         if since is not None:
             params[self._param] = since
         return await self._client.get_json(USERS_PATH, params, validate=_users_problem)
