@@ -367,7 +367,7 @@ class _EntitySync:
             hi = starts[index + 1][1] if index + 1 < len(starts) else None
             slices[str(index)] = {"lo": lo, "hi": hi, "after": None, "done": False}
         run["slices"] = slices
-        await self._send([], [(("run",), run)], requests=1 + len(seeds))
+        await self._send([], [(("run",), run)], requests=2 + len(seeds))  # count, first page, seeds
         logger.info(
             "%s: %d rows in the window, %d pages, %d parallel slices", self.stream.key, count, pages, len(slices)
         )
