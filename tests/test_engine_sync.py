@@ -260,3 +260,34 @@ def test_bad_credentials_fail_with_one_clear_line(make_sim: Any) -> None:
     message = str(caught.value)
     assert "accelo POST /oauth2/v0/token: credentials refused (401" in message
     assert "wrong-secret-value" not in message
+
+
+def test_without_total_awardco_reads_a_few_pages_ahead_and_wastes_at_most_three(make_sim: Any) -> None:
+    from syncflow.sources.awardco import SPECULATIVE_PAGES
+
+    sim = make_sim(awardco_include_total=False, awardco_users=1234, latency=0.005, jitter=0.004)
+    sink = RecordingSink()
+    sync_once(sim, sink, streams=["awardco.user"])
+    assert_matches_truth(sink, sim, streams=["awardco.user"])
+    pages = -(-1234 // 100)
+    made = sim.stats().by_endpoint["GET /api/users"]
+    assert pages <= made <= pages + SPECULATIVE_PAGES - 1
+    assert sim.stats().peak_in_flight_by_api["awardco"] > 1, "pages were fetched ahead"
+
+
+def test_a_page_past_the_end_that_errors_does_not_fail_a_finished_sync(make_sim: Any) -> None:
+    # An API that answers 404 beyond its last page: the pages fetched ahead fail, but delivery never reaches them.
+    sim = make_sim(awardco_include_total=False, awardco_users=250)
+
+    def past_the_end(request: httpx.Request, count: int) -> httpx.Response | None:
+        page = int(request.url.params.get("page", "1"))
+        return httpx.Response(404, json={"error": "no such page"}) if page > 3 else None
+
+    from support.helpers import RuleTransport
+
+    sink = RecordingSink()
+    settings = Settings.from_mapping(sim_configuration(sources="awardco"))
+    transport = RuleTransport(sim, past_the_end)
+    run_sync(settings, sink, StateDocument(), transport=transport)
+    assert_matches_truth(sink, sim, streams=["awardco.user"])
+    assert transport.overridden["/api/users"] >= 1, "pages past the end were asked for, and answered 404"
