@@ -35,6 +35,7 @@ __all__ = [
     "DrainStatistics",
     "Progress",
     "Sink",
+    "drain_into",
     "fetch_in_order",
     "iterate_pipeline",
     "run_pipeline",
@@ -170,12 +171,22 @@ def run_pipeline(
         progress=progress,
         stats=stats,
     )
+    return drain_into(sink, batches), stats
+
+
+def drain_into(sink: Sink, batches: Generator[Batch, None, T]) -> T:
+    """Upsert every batch's rows into `sink`, in order, on this thread; return the generator's result.
+
+    The generator applies each batch's state patch (and checkpoints into the sink) when asked for the next one, i.e.
+    only after this loop has upserted the batch's rows.
+    """
     upsert = sink.upsert
     while True:
         try:
             batch = next(batches)
         except StopIteration as done:
-            return done.value, stats
+            result: T = done.value
+            return result
         schema, table = batch.schema, batch.table
         for row in batch.rows:
             upsert(schema, table, row)

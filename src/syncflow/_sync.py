@@ -21,7 +21,7 @@ from anyio.abc import ObjectSendStream
 from ._config import Settings
 from ._exceptions import BudgetExhausted, ConfigurationError, SyncflowError
 from ._http import ApiClient, ApiKeyAuth, OAuth2ClientCredentials, RateGate, RequestStatistics, RetryPolicy
-from ._pipeline import Batch, DrainStatistics, Progress, Sink, iterate_pipeline
+from ._pipeline import Batch, DrainStatistics, Progress, Sink, drain_into, iterate_pipeline
 from ._state import StateDocument
 from ._streams import Stream
 from .sources import ACCELO_STREAMS, AWARDCO_STREAMS, AcceloSource, AwardcoSource
@@ -245,16 +245,7 @@ def run_sync(
     batches = iterate_sync(
         settings, state, streams=streams, transport=transport, progress=progress, on_checkpoint=sink.checkpoint
     )
-    upsert = sink.upsert
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration as done:
-            result: SyncResult = done.value
-            return result
-        schema, table = batch.schema, batch.table
-        for row in batch.rows:
-            upsert(schema, table, row)
+    return drain_into(sink, batches)
 
 
 def _result(
