@@ -27,15 +27,20 @@ def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
     return box[0].strip()
 
 
-def test_loopback_server_round_trip() -> None:
+def _start_sim(*args: str) -> subprocess.Popen[str]:
+    """`python -m syncflow.sim ARGS` with this checkout's src/ importable."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "syncflow.sim", "--port", "0", "--scale", "0.2", "--drop-rate", "0.0"],
+    return subprocess.Popen(
+        [sys.executable, "-m", "syncflow.sim", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
     )
+
+
+def test_loopback_server_round_trip() -> None:
+    proc = _start_sim("--port", "0", "--scale", "0.2", "--drop-rate", "0.0")
     try:
         url = _first_line(proc, timeout=20)
         assert url.startswith("http://127.0.0.1:")
@@ -76,14 +81,7 @@ def test_loopback_server_round_trip() -> None:
 
 
 def test_dropped_connection_over_loopback_is_a_protocol_error() -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "syncflow.sim", "--scale", "0.1", "--drop-rate", "1.0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    proc = _start_sim("--scale", "0.1", "--drop-rate", "1.0")
     try:
         url = _first_line(proc, timeout=20)
         with httpx.Client(base_url=url, timeout=10) as client:
