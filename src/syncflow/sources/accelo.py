@@ -201,9 +201,7 @@ class _EntitySync:
         self.first_page: tuple[list[dict[str, Any]], int] = ([], 0)
         self.pages_to_slice = 0  # pages of a window too big for one page (0: nothing to share out)
 
-    async def _send(
-        self, rows: Sequence[Mapping[str, Any]], patch: Any, *, requests: int, checkpoint: bool = False
-    ) -> None:
+    async def _send(self, rows: Sequence[Mapping[str, Any]], patch: Any, *, requests: int) -> None:
         await self.source._send.send(
             Batch(
                 stream=self.stream.key,
@@ -212,7 +210,6 @@ class _EntitySync:
                 rows=rows,
                 patch=patch,
                 requests=requests,
-                checkpoint=checkpoint,
                 total_rows=self.expected_rows,
             )
         )
