@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
@@ -91,3 +92,16 @@ def test_the_example_notebook_runs(tmp_path: Path) -> None:
     outputs: list[Any] = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.get("output_type") == "error"]
     assert (tmp_path / "syncflow.duckdb").exists()
+
+
+def test_a_saved_extraction_state_does_not_change_as_iteration_continues() -> None:
+    sim = Simulator(SimConfig(accelo_counts={"invoices": 450, "companies": 1, "payments": 1, "prospects": 1,
+                                             "jobs": 1, "staff": 1}))  # fmt: skip
+    with syncflow.extract(sim_configuration(), "accelo.invoices", transport=sim.transport()) as pages:
+        next(pages)
+        saved = pages.state
+        frozen = json.dumps(saved, sort_keys=True)
+        for _ in pages:
+            pass
+        assert json.dumps(saved, sort_keys=True) == frozen, "a state handed out is a snapshot, not a live view"
+        assert json.dumps(pages.state, sort_keys=True) != frozen, "the live state moved on"

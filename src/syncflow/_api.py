@@ -13,6 +13,7 @@ event-loop thread, never on the caller's. `*_async` variants run the same work o
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -95,7 +96,8 @@ class Extraction:
 
     @property
     def state(self) -> dict[str, Any]:
-        return dict(self._state.as_dict())
+        """A snapshot (a deep copy): iterating on does not change a state already taken."""
+        return copy.deepcopy(self._state.as_dict())
 
     def close(self) -> None:
         """Stop early: cancels every fetch (the state still covers the pages iterated)."""
@@ -161,19 +163,20 @@ def to_duckdb(
     path: str | PathLike[str] = "syncflow.duckdb",
     *,
     streams: str | Sequence[str] | None = None,
+    state: Mapping[str, Any] | None = None,
     full_refresh: bool = False,
     progress: bool | Progress = True,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> SyncResult:
     """Sync into a DuckDB file (tables `accelo.companies`, `awardco.user`, ...). The state lives in the same file,
-    so running it again is incremental; `full_refresh=True` starts over."""
+    so running it again is incremental; `state` overrides the file's saved state, `full_refresh=True` starts over."""
     from ._duckdb import DuckDBSink
 
     settings = _settings(configuration)
     chosen = select_streams(settings, _names(streams))
     sink = DuckDBSink(Path(path), chosen)
     try:
-        saved = None if full_refresh else sink.load_state()
+        saved = None if full_refresh else (state if state is not None else sink.load_state())
         return run_sync(
             settings, sink, StateDocument.load(saved), streams=_names(streams), transport=transport,
             progress=_progress(progress),
