@@ -29,7 +29,7 @@ from syncflow import Settings
 from syncflow._config import AwardcoSettings
 from syncflow._exceptions import ConfigurationError, MalformedResponseError, SourceError, SyncflowError
 from syncflow._http._body import _SLICE, _Inflater, read_bounded
-from syncflow._http._origin import origin_guard
+from syncflow._http._origin import origin_guard, redirect_error
 from syncflow._redaction import Secret
 from syncflow._state import StateDocument
 from syncflow._sync import run_sync, tls_verification
@@ -320,6 +320,24 @@ def test_a_redirect_to_another_port_carries_no_credential_and_names_its_location
     assert moved.received == [], "nothing at all reached the other origin"
     paths = [path for method, path, _ in origin.received if method == redirected]
     assert paths and len(paths) == len(set(paths)), f"a redirect is not retried: {paths}"
+
+
+@pytest.mark.parametrize(
+    ("base", "location", "advice"),
+    [("https://acme.api.accelo.com", "https://new.example/api/v0/staff?_limit=100", "set accelo_base_url to https://new.example"),
+     ("https://proxy.example/accelo", "https://proxy.example/v2/api/v0/staff", "set accelo_base_url to https://proxy.example/v2"),
+     ("https://acme.api.accelo.com", "/login?next=%2Fapi", "check accelo_base_url"),
+     ("https://acme.api.accelo.com", "https://u:pw@evil.example/x?access_token=abc", "check accelo_base_url")],
+)  # fmt: skip
+def test_a_redirect_error_names_the_location_and_what_to_set(base: str, location: str, advice: str) -> None:
+    request = httpx.Request("GET", f"{base}/api/v0/staff?_limit=100")
+    response = httpx.Response(301, headers={"location": location}, request=request)
+    error = redirect_error(response, api="accelo", endpoint="GET /api/v0/staff", key="accelo_base_url", base_url=base)
+    message = str(error)
+    assert message.startswith("accelo GET /api/v0/staff: answered 301 redirecting to "), message
+    assert message.endswith(advice), message
+    assert "pw" not in message and "abc" not in message, "user info and tokens in a Location are redacted"
+    assert error.status_code == 301
 
 
 # ---------------------------------------------------------------------------------------------------------------

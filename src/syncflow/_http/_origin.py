@@ -65,13 +65,17 @@ def origin_guard(base_url: str, *, api: str, key: str) -> Callable[[httpx.Reques
     return check
 
 
-def _suggested_base(location: httpx.URL, request: httpx.URL, base_url: httpx.URL) -> str:
-    """The base URL the moved API would have: Location minus the part of the path syncflow added itself."""
-    added = request.path[len(base_url.path.rstrip("/")) :] if request.path.startswith(base_url.path.rstrip("/")) else ""
-    path = location.path
-    if added and added != "/" and path.endswith(added):
-        path = path[: -len(added)]
-    return str(location.copy_with(path=path.rstrip("/") or "/", query=None, fragment=None)).rstrip("/")
+def _suggested_base(location: httpx.URL, request: httpx.URL, base_url: httpx.URL) -> str | None:
+    """The base URL a moved API would have: Location minus the path syncflow added to the base URL, when Location
+    does end with that path (a login page or a maintenance notice does not: then there is nothing to suggest)."""
+    prefix = base_url.path.rstrip("/")
+    if not request.path.startswith(prefix):
+        return None
+    added = request.path[len(prefix) :]
+    if not added.strip("/") or not location.path.endswith(added):
+        return None
+    path = location.path[: -len(added)].rstrip("/") or "/"
+    return str(location.copy_with(path=path, query=None, fragment=None)).rstrip("/")
 
 
 def redirect_error(response: httpx.Response, *, api: str, endpoint: str, key: str, base_url: str) -> HTTPStatusError:
@@ -86,10 +90,11 @@ def redirect_error(response: httpx.Response, *, api: str, endpoint: str, key: st
             status_code=status,
         )
     target = response.request.url.join(location)
-    suggestion = redact_url(_suggested_base(target, response.request.url, httpx.URL(base_url)))
+    suggestion = _suggested_base(target, response.request.url, httpx.URL(base_url))
+    advice = f"if the API has moved, set {key} to {redact_url(suggestion)}" if suggestion else f"check {key}"
     return HTTPStatusError(
         f"answered {status} redirecting to {redact_url(str(target))}; syncflow does not follow redirects (they "
-        f"could carry credentials to another origin): if the API has moved, set {key} to {suggestion}",
+        f"could carry credentials to another origin): {advice}",
         api=api,
         endpoint=endpoint,
         status_code=status,
