@@ -158,6 +158,34 @@ async def test_a_body_beyond_the_bound_is_an_error_naming_endpoint_size_and_key(
     assert "raise max_response_mb" in message
 
 
+async def test_compressed_bodies_in_any_framing_decode_whole() -> None:
+    body = json.dumps({"users": [{"employeeId": f"E{i}"} for i in range(5000)]}).encode()
+    half = len(body) // 2
+    members = _gzip(body[:half]) + _gzip(body[half:])  # gzip allows several members back to back
+    read = await _read(_streamed(members, "gzip"), limit=MIB)
+    assert read.content == body
+    for wbits in (zlib.MAX_WBITS, -zlib.MAX_WBITS):  # the first byte alone cannot tell zlib from raw deflate
+        one_byte_chunks = httpx.Response(
+            200, headers={"content-encoding": "deflate"}, stream=_Chunks(_gzip(body, wbits), size=1),
+            request=httpx.Request("GET", "https://h/x"),
+        )  # fmt: skip
+        assert (await _read(one_byte_chunks, limit=MIB)).content == body
+
+
+async def test_a_cut_compressed_body_is_malformed_not_a_short_page() -> None:
+    packed = _gzip(json.dumps({"users": [{"employeeId": f"E{i}"} for i in range(5000)]}).encode())
+    with pytest.raises(MalformedResponseError, match=r"body is not valid gzip .*ends early"):
+        await _read(_streamed(packed[: len(packed) // 2], "gzip"), limit=MIB)
+
+
+async def test_a_declared_length_over_the_bound_is_refused_before_reading() -> None:
+    response = httpx.Response(
+        200, headers={"content-length": str(5 * MIB)}, stream=_Chunks(b""), request=httpx.Request("GET", "https://h/x")
+    )
+    with pytest.raises(MalformedResponseError, match=r"larger than 1 MiB once decoded \(Content-Length 5,242,880"):
+        await _read(response, limit=MIB)
+
+
 def test_inflating_never_produces_more_than_a_slice_at_a_time() -> None:
     # One 64 KiB network read of a bomb is ~64 MiB inflated in one piece by a plain decoder.
     pieces = list(_Inflater("gzip").feed(ZEROS_64_MIB[: 64 * 1024]))

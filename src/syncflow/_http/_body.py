@@ -30,28 +30,48 @@ class _Inflater:
     """zlib inflation that never returns more than `_SLICE` bytes per step."""
 
     def __init__(self, encoding: str) -> None:
-        self.encoding = encoding
+        self.gzip = encoding in ("gzip", "x-gzip")
         self._zlib: zlib._Decompress | None = None
-        if encoding in ("gzip", "x-gzip"):
-            self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._pending = b""  # the first bytes of a deflate body, until its header can be told apart
+        self.received = False
+
+    def _start(self, data: bytes) -> zlib._Decompress:
+        if self.gzip:
+            return zlib.decompressobj(zlib.MAX_WBITS | 16)
+        # `deflate` is a zlib stream by the RFC, raw deflate from some servers: tell them apart by the zlib
+        # header (method 8, header checksum a multiple of 31), as browsers and httpx do.
+        zlib_header = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+        return zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
 
     def feed(self, data: bytes) -> Iterator[bytes]:
+        if not data:
+            return
+        self.received = True
         if self._zlib is None:
-            # `deflate` is a zlib stream by the RFC, raw deflate from some servers: tell them apart by the
-            # zlib header (method 8, header checksum a multiple of 31), as browsers and httpx do.
-            zlib_header = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
-            self._zlib = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
+            data = self._pending + data
+            if len(data) < 2 and not self.gzip:
+                self._pending = data
+                return
+            self._zlib = self._start(data)
         while True:
+            if self._zlib.eof:
+                if not data or not self.gzip:
+                    return  # bytes after a deflate stream's end are not part of the body (httpx ignores them too)
+                self._zlib = self._start(data)  # gzip allows several members, one after the other
             out = self._zlib.decompress(data, _SLICE)
             if out:
                 yield out
-            data = self._zlib.unconsumed_tail
-            # A full slice with no input left may still have output pending inside zlib: drain it too.
-            if self._zlib.eof or (not data and len(out) < _SLICE):
+            before, data = data, self._zlib.unused_data if self._zlib.eof else self._zlib.unconsumed_tail
+            if not out and data and data == before and not self._zlib.eof:
+                raise zlib.error("the compressed stream makes no progress")
+            # A full slice with no input left may still have output pending inside zlib: go round to drain it.
+            if not data and not self._zlib.eof and len(out) < _SLICE:
                 return
 
-    def flush(self) -> bytes:
-        return self._zlib.flush() if self._zlib is not None else b""
+    def finish(self) -> None:
+        """Raise if the compressed stream stopped before its end (a cut body is never a page)."""
+        if self.received and (self._zlib is None or not self._zlib.eof):
+            raise zlib.error("the compressed stream ends early")
 
 
 def _encoding(response: httpx.Response, api: str, endpoint: str) -> str | None:
@@ -68,8 +88,15 @@ def _encoding(response: httpx.Response, api: str, endpoint: str) -> str | None:
     )
 
 
-def _too_large(limit: int, wire: int, encoding: str | None, api: str, endpoint: str) -> MalformedResponseError:
-    how = f"{encoding}, {wire:,} bytes on the wire so far" if encoding else f"{wire:,} bytes read"
+def _too_large(
+    limit: int, wire: int, encoding: str | None, api: str, endpoint: str, *, declared: bool = False
+) -> MalformedResponseError:
+    if declared:
+        how = f"Content-Length {wire:,} bytes"
+    elif encoding:
+        how = f"{encoding}, {wire:,} bytes on the wire so far"
+    else:
+        how = f"{wire:,} bytes read"
     return MalformedResponseError(
         f"body larger than {limit / _MIB:g} MiB once decoded ({how}); not read further. If pages this large are "
         f"genuine, raise {MAX_RESPONSE_KEY}",
@@ -92,6 +119,10 @@ async def read_bounded(response: httpx.Response, *, limit: int, api: str, endpoi
             raise _too_large(limit, len(response.content), None, api, endpoint)
         return response
     encoding = _encoding(response, api, endpoint)
+    declared = response.headers.get("content-length", "")
+    if encoding is None and declared.isdigit() and int(declared) > limit:
+        # Said up front: no need to read any of it.
+        raise _too_large(limit, int(declared), None, api, endpoint, declared=True)
     inflater = _Inflater(encoding) if encoding is not None else None
     parts: list[bytes] = []
     size = wire = 0
@@ -105,14 +136,10 @@ async def read_bounded(response: httpx.Response, *, limit: int, api: str, endpoi
                     raise _too_large(limit, wire, encoding, api, endpoint)
                 parts.append(piece)
         if inflater is not None:
-            tail = inflater.flush()
-            size += len(tail)
-            if size > limit:
-                raise _too_large(limit, wire, encoding, api, endpoint)
-            parts.append(tail)
+            inflater.finish()
     except zlib.error as exc:
         raise MalformedResponseError(
-            f"body is not valid {encoding} ({wire:,} bytes received)", api=api, endpoint=endpoint
+            f"body is not valid {encoding} ({exc}; {wire:,} bytes received)", api=api, endpoint=endpoint
         ) from exc
     # The decoded copy: same status and headers, minus those describing the encoded form.
     headers = [
