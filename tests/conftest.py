@@ -14,7 +14,9 @@ from syncflow._sync import SyncResult, run_sync
 from syncflow.sim import ACCELO_CLIENT_ID, ACCELO_CLIENT_SECRET, AWARDCO_API_KEY, SimConfig, Simulator
 from syncflow.sources import ACCELO_STREAMS, AWARDCO_STREAMS
 
-SIM_URL = "http://sim.test"
+# Loopback, since plain http is refused for any other host; the injected in-process transport means nothing is
+# ever sent to it (and should a test forget the transport, nothing listens on the discard port).
+SIM_URL = "http://127.0.0.1:9"
 
 SMALL_COUNTS = {"companies": 230, "invoices": 410, "payments": 170, "prospects": 90, "jobs": 260, "staff": 35}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -20,6 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ._exceptions import ConfigurationError
+from ._http._body import DEFAULT_MAX_RESPONSE_MB, MAX_RESPONSE_KEY
+from ._http._origin import cleartext_problem
 from ._redaction import Secret
 
 __all__ = ["AcceloSettings", "AwardcoSettings", "MockSettings", "Settings", "configured_secrets", "load_settings"]
@@ -65,6 +68,8 @@ KNOWN_KEYS = frozenset(
         "mock_seed",
         "mock_scale",
         "mock_latency_seconds",
+        "max_response_mb",
+        "ca_bundle",
     }
 )
 
@@ -114,6 +119,12 @@ class Settings:
     request_timeout_seconds: float = 60.0
     max_retries: int = 8
     max_retry_seconds: float = 300.0
+    max_response_mb: float = DEFAULT_MAX_RESPONSE_MB
+    ca_bundle: Path | None = None  # PEM CA certificates trusted instead of the default store (verification stays on)
+
+    @property
+    def max_response_bytes(self) -> int:
+        return int(self.max_response_mb * 1024 * 1024)
 
     @classmethod
     def from_mapping(cls, configuration: Mapping[str, Any]) -> Settings:
@@ -229,6 +240,9 @@ class _Reader:
             )
         if parts.query or parts.fragment:
             raise ConfigurationError(f"{self.name(key)}: remove the query string or fragment from the URL")
+        problem = cleartext_problem(value, self.name(key))
+        if problem is not None:
+            raise ConfigurationError(problem)
         trimmed = value.rstrip("/")
         for suffix in forbidden_suffixes:
             if trimmed.lower().endswith(suffix):
@@ -241,6 +255,30 @@ class _Reader:
 def _shown(value: str) -> str:
     # A URL is not a secret, but keep the message one short line.
     return repr(value if len(value) <= 80 else value[:77] + "...")
+
+
+def _parse_ca_bundle(reader: _Reader) -> Path | None:
+    value = reader.text("ca_bundle")
+    if not value:
+        return None
+    name = reader.name("ca_bundle")
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigurationError(
+            f"{name}: no such file {_shown(value)}; give the path of a PEM file of CA certificates"
+        )
+    try:
+        # Loading it now is the check that it is readable and holds certificates, before any request.
+        ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError:
+        raise ConfigurationError(
+            f"{name}: {_shown(value)} holds no PEM CA certificate; give a file of -----BEGIN CERTIFICATE----- blocks"
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"{name}: cannot read {_shown(value)} ({exc.strerror or type(exc).__name__}); check its permissions"
+        ) from None
+    return path
 
 
 def _parse_start_date(reader: _Reader) -> datetime | None:
@@ -357,4 +395,6 @@ def _parse(raw: Mapping[str, Any]) -> Settings:
         request_timeout_seconds=reader.number("request_timeout_seconds", 60.0, minimum=0.001),
         max_retries=reader.integer("max_retries", 8, minimum=0, maximum=100),
         max_retry_seconds=reader.number("max_retry_seconds", 300.0),
+        max_response_mb=reader.number(MAX_RESPONSE_KEY, DEFAULT_MAX_RESPONSE_MB, minimum=0.01),
+        ca_bundle=_parse_ca_bundle(reader),
     )

@@ -8,6 +8,7 @@ sync ends cleanly with a warning. Any other error cancels everything and fails t
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -21,6 +22,8 @@ from anyio.abc import ObjectSendStream
 from ._config import Settings
 from ._exceptions import BudgetExhausted, ConfigurationError, SyncflowError
 from ._http import ApiClient, ApiKeyAuth, OAuth2ClientCredentials, RateGate, RequestStatistics, RetryPolicy
+from ._http._body import ACCEPT_ENCODING
+from ._http._origin import cleartext_problem, origin_guard
 from ._pipeline import Batch, DrainStatistics, Progress, Sink, drain_into, iterate_pipeline
 from ._state import StateDocument
 from ._streams import Stream
@@ -116,16 +119,25 @@ class _Producer:
         self.transport = transport
         self.clients: dict[str, ApiClient] = {}
 
-    def _http(self, base_url: str) -> httpx.AsyncClient:
+    def _http(self, base_url: str, api: str) -> httpx.AsyncClient:
         concurrency = self.settings.max_concurrency
         timeout = self.settings.request_timeout_seconds
+        key = f"{api}_base_url"
+        # Settings built in code skip the configuration's check; an in-process transport never reaches a network.
+        if self.transport is None or isinstance(self.transport, httpx.AsyncHTTPTransport):
+            problem = cleartext_problem(base_url, key)
+            if problem is not None:
+                raise ConfigurationError(problem)
         return httpx.AsyncClient(
             base_url=base_url,
             transport=self.transport,
+            verify=tls_verification(self.settings),
             timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
             limits=httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4),
-            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+            headers={"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING, "User-Agent": USER_AGENT},
+            # A redirect could carry credentials to another origin: it is reported with its Location instead.
             follow_redirects=False,
+            event_hooks={"request": [origin_guard(base_url, api=api, key=key)]},
         )
 
     def _retry(self) -> RetryPolicy:
@@ -145,14 +157,15 @@ class _Producer:
         async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
             accelo = self.settings.accelo
             if accelo is not None and tables["accelo"]:
-                http = await stack.enter_async_context(self._http(accelo.base_url))
+                http = await stack.enter_async_context(self._http(accelo.base_url, "accelo"))
                 auth = OAuth2ClientCredentials(
                     http, "/oauth2/v0/token", api="accelo", client_id=accelo.client_id,
-                    client_secret=accelo.client_secret,
+                    client_secret=accelo.client_secret, max_response_bytes=self.settings.max_response_bytes,
                 )  # fmt: skip
                 client = ApiClient(
-                    "accelo", http, auth=auth, gate=self._gate("accelo", accelo.requests_per_hour), retry=self._retry()
-                )
+                    "accelo", http, auth=auth, gate=self._gate("accelo", accelo.requests_per_hour), retry=self._retry(),
+                    max_response_bytes=self.settings.max_response_bytes,
+                )  # fmt: skip
                 self.clients["accelo"] = client
                 source_a = AcceloSource(
                     client, auth, send, concurrency=self.settings.max_concurrency,
@@ -161,10 +174,11 @@ class _Producer:
                 tg.start_soon(self._run, source_a, tables["accelo"], reports)
             awardco = self.settings.awardco
             if awardco is not None and tables["awardco"]:
-                http = await stack.enter_async_context(self._http(awardco.base_url))
+                http = await stack.enter_async_context(self._http(awardco.base_url, "awardco"))
                 client = ApiClient(
                     "awardco", http, auth=ApiKeyAuth(awardco.api_key),
                     gate=self._gate("awardco", awardco.requests_per_hour), retry=self._retry(),
+                    max_response_bytes=self.settings.max_response_bytes,
                 )  # fmt: skip
                 self.clients["awardco"] = client
                 source_w = AwardcoSource(
@@ -186,6 +200,13 @@ class _Producer:
             message = f"{budget[0]}; delivered rows are checkpointed and the next sync resumes"
             logger.warning("%s", message)
             reports.append(SourceReport(source.name, warnings=[message], stopped_early=True))
+
+
+def tls_verification(settings: Settings) -> ssl.SSLContext | bool:
+    """httpx's `verify`: always on; with `ca_bundle`, a context trusting that bundle (hostnames still checked)."""
+    if settings.ca_bundle is None:
+        return True
+    return ssl.create_default_context(cafile=str(settings.ca_bundle))
 
 
 def iterate_sync(

@@ -14,6 +14,8 @@ import httpx
 
 from .._exceptions import AuthenticationError, HTTPStatusError, MalformedResponseError, TransportError
 from .._redaction import Secret
+from ._body import DEFAULT_MAX_RESPONSE_MB, read_bounded
+from ._origin import redirect_error, untrusted_certificate
 
 __all__ = ["ApiKeyAuth", "Authenticator", "OAuth2ClientCredentials", "server_time"]
 
@@ -90,8 +92,10 @@ class OAuth2ClientCredentials:
         client_secret: Secret,
         scope: str = "read(all)",
         clock: Callable[[], float] = time.time,
+        max_response_bytes: int = int(DEFAULT_MAX_RESPONSE_MB * 1024 * 1024),
     ) -> None:
         self._client = client
+        self._max_response_bytes = max_response_bytes
         self._token_path = token_path
         self._api = api
         self._client_id = client_id
@@ -134,14 +138,21 @@ class OAuth2ClientCredentials:
     async def _fetch(self) -> _Token:
         endpoint = f"POST {self._token_path}"
         try:
-            response = await self._client.post(
+            async with self._client.stream(
+                "POST",
                 self._token_path,
                 data={"grant_type": "client_credentials", "scope": self._scope},
                 auth=(self._client_id, self._client_secret.reveal()),
-            )
+            ) as streamed:
+                response = await read_bounded(
+                    streamed, limit=self._max_response_bytes, api=self._api, endpoint=endpoint
+                )
         except httpx.TimeoutException as exc:
             raise TransportError("token request timed out", api=self._api, endpoint=endpoint) from exc
         except httpx.TransportError as exc:
+            untrusted = untrusted_certificate(exc, api=self._api, endpoint=endpoint)
+            if untrusted is not None:
+                raise untrusted from exc
             raise TransportError(
                 f"token request failed: {type(exc).__name__}", api=self._api, endpoint=endpoint
             ) from exc
@@ -153,6 +164,11 @@ class OAuth2ClientCredentials:
                 endpoint=endpoint,
                 status_code=response.status_code,
             )
+        if 300 <= response.status_code < 400:
+            raise redirect_error(
+                response, api=self._api, endpoint=endpoint, key=f"{self._api}_base_url",
+                base_url=str(self._client.base_url),
+            )  # fmt: skip
         if response.status_code != 200:
             raise HTTPStatusError(
                 f"token request answered {response.status_code}",

@@ -24,7 +24,9 @@ from .._exceptions import (
     TransportError,
 )
 from ._auth import Authenticator, _meta_message, server_time
+from ._body import DEFAULT_MAX_RESPONSE_MB, read_bounded
 from ._limits import RateGate
+from ._origin import redirect_error, untrusted_certificate
 
 __all__ = ["RETRYABLE_STATUSES", "ApiClient", "Reply", "RequestStatistics", "RetryPolicy"]
 
@@ -86,9 +88,11 @@ class ApiClient:
         gate: RateGate,
         retry: RetryPolicy,
         clock: Callable[[], float] = time.time,
+        max_response_bytes: int = int(DEFAULT_MAX_RESPONSE_MB * 1024 * 1024),
     ) -> None:
         self.api = api
         self.http = http
+        self.max_response_bytes = max_response_bytes
         self.auth = auth
         self.gate = gate
         self._clock = clock
@@ -166,11 +170,17 @@ class ApiClient:
             async with self.gate.admit(endpoint):
                 self._requests += 1
                 try:
-                    response = await self.http.get(path, params=params, headers=headers)
+                    async with self.http.stream("GET", path, params=params, headers=headers) as streamed:
+                        response = await read_bounded(
+                            streamed, limit=self.max_response_bytes, api=self.api, endpoint=endpoint
+                        )
                     content = response.content
                 except httpx.TimeoutException as exc:
                     raise TransportError(f"timed out ({type(exc).__name__})", api=self.api, endpoint=endpoint) from exc
                 except httpx.TransportError as exc:
+                    untrusted = untrusted_certificate(exc, api=self.api, endpoint=endpoint)
+                    if untrusted is not None:
+                        raise untrusted from exc
                     raise TransportError(
                         f"connection failed ({type(exc).__name__})", api=self.api, endpoint=endpoint
                     ) from exc
@@ -184,6 +194,11 @@ class ApiClient:
                 self._refreshes += 1
                 refreshed = True
                 continue
+            if 300 <= status < 400:
+                key = f"{self.api}_base_url"
+                raise redirect_error(
+                    response, api=self.api, endpoint=endpoint, key=key, base_url=str(self.http.base_url)
+                )
             if status != 200:
                 raise self._status_error(response, endpoint)
             try:
