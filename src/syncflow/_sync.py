@@ -156,7 +156,7 @@ class _Producer:
                 self.clients["accelo"] = client
                 source_a = AcceloSource(
                     client, auth, send, concurrency=self.settings.max_concurrency,
-                    start_date=self.settings.start_date, clock_now=time.time(),
+                    start_date=self.settings.start_date, clock_now=time.time(), lookback=accelo.lookback_seconds,
                 )  # fmt: skip
                 tg.start_soon(self._run, source_a, tables["accelo"], reports)
             awardco = self.settings.awardco

@@ -46,6 +46,9 @@ PAGE_LIMIT = 100  # the API's maximum
 MIN_PAGES_PER_SLICE = 4
 # How far behind the saved cursor the server's clock may be before a sync waits for it instead of skipping.
 _MAX_WAIT_FOR_CURSOR_SECOND = 5
+# When no response says what time the server has (no `Date` header), windows end this far behind our own clock: a
+# bound must never pass what the server could already have stamped, and re-reading a quarter hour is cheap.
+UNKNOWN_CLOCK_MARGIN_SECONDS = 900
 
 _I, _F, _S, _B, _T = "INT", "FLOAT", "STRING", "BOOLEAN", "UTC_DATETIME"
 
@@ -134,6 +137,7 @@ class AcceloSource:
         concurrency: int,
         start_date: datetime | None,
         clock_now: float,
+        lookback: int = 0,
     ) -> None:
         self._client = client
         self._auth = auth
@@ -141,13 +145,43 @@ class AcceloSource:
         self._concurrency = concurrency
         self._start = int(start_date.timestamp()) if start_date else None
         self._clock_now = clock_now
+        self.lookback = lookback
         self.server_clock_read_at = 0.0
+        self.short_pages_seen = False  # warned once per sync
+
+    def short_page_warning(self, report: SourceReport, stream: str, asked: int, served: int) -> None:
+        if self.short_pages_seen:
+            return
+        self.short_pages_seen = True
+        message = (
+            f"accelo: the server served {served} rows where _limit={asked} was asked ({stream}) while more remained; "
+            "paging on by the served size (this deployment caps its pages)"
+        )
+        logger.warning("%s", message)
+        report.warnings.append(message)
+
+    def lowest_server_time(self, upper: int) -> int:
+        """`upper`, or lower if a response's `Date` showed the server's clock behind it (a clock stepped back)."""
+        lowest = self._client.gate.server_clock.lowest
+        return upper if lowest is None else min(upper, int(lowest))
 
     async def run(self, prior: Mapping[str, Mapping[str, Any]], tables: list[str]) -> SourceReport:
         report = SourceReport(self.name)
-        # The server's clock when the sync starts: the frozen upper bound of every window.
-        server_now = await self._auth.server_time()
-        upper = int(server_now if server_now is not None else self._clock_now)
+        # The server's clock when the sync starts: the frozen upper bound of every window. The token request is
+        # retried like any request (a 503 from the token endpoint is as transient as one from a list).
+        server_now = await self._client.call(f"POST {TOKEN_PATH}", self._auth.server_time)
+        if server_now is None:
+            server_now = self._client.gate.server_clock.now()
+        if server_now is None:
+            # Nothing said the server's time: err towards re-reading rather than past what it could have stamped.
+            server_now = self._clock_now - UNKNOWN_CLOCK_MARGIN_SECONDS
+            message = (
+                "accelo: the server sent no Date header, so its clock is unknown; windows end "
+                f"{UNKNOWN_CLOCK_MARGIN_SECONDS} s behind this machine's clock (those minutes are re-read next sync)"
+            )
+            logger.warning("%s", message)
+            report.warnings.append(message)
+        upper = int(server_now)
         self.server_clock_read_at = anyio.current_time()
         entities = [
             _EntitySync(self, ACCELO_STREAMS[table], prior.get(ACCELO_STREAMS[table].key, {}), upper, report)
@@ -200,6 +234,8 @@ class _EntitySync:
         self.slices: dict[str, dict[str, Any]] | None = None
         self.first_page: tuple[list[dict[str, Any]], int] = ([], 0)
         self.pages_to_slice = 0  # pages of a window too big for one page (0: nothing to share out)
+        # Rows per page the server really serves: PAGE_LIMIT, or less on a deployment that caps its pages.
+        self.page_size = PAGE_LIMIT
 
     async def _send(self, rows: Sequence[Mapping[str, Any]], patch: Any, *, requests: int) -> None:
         await self.source._send.send(
@@ -237,10 +273,8 @@ class _EntitySync:
             logger.warning("%s; resyncing %s from the start", exc, self.stream.key)
             self.report.warnings.append(f"{exc}; resynced from the start")
             lower, upper, slices = self.source._start, self.server_now if self.stream.cursor else None, None
-        if self.stream.cursor and lower is not None and upper is not None and lower >= upper:
-            upper = await self._past_the_cursor_second(lower, upper)
-            if upper is None:
-                return
+        if slices is None and self.stream.cursor and lower is not None and upper is not None:
+            lower, upper = await self._new_window(lower, upper, from_cursor=self.prior.get("cursor") is not None)
         self.window = (lower, upper)
         self.filters = self._window_filters(lower, upper)
         self.slices = slices
@@ -261,10 +295,24 @@ class _EntitySync:
                 if not bounds["done"]:
                     tg.start_soon(self._run_slice, slice_id, bounds, self.filters)
         upper = self.window[1]
-        done: dict[str, Any] = {"cursor": upper} if self.stream.cursor else {}
+        # A server clock that stepped back mid-sync may have stamped records below `upper`: the cursor follows it.
+        cursor = None if upper is None else self.source.lowest_server_time(upper)
+        done: dict[str, Any] = {"cursor": cursor} if self.stream.cursor else {}
         await self._send([], [((), done)], requests=0)
         self.report.completed.append(self.stream.key)
         report_conversions(self.report, self.converter)
+
+    async def _new_window(self, lower: int, upper: int, *, from_cursor: bool) -> tuple[int, int]:
+        """The bounds of a new window from `lower` (the saved cursor, or the start date) to the server's `upper`."""
+        lookback = self.source.lookback
+        if lower >= upper:
+            waited = await self._past_the_cursor_second(lower, upper)
+            if waited is None:
+                return upper - max(1, lookback), upper
+            upper = waited
+        # The window overlaps the last one by the lookback: a record committed late (a long transaction) carries a
+        # stamp from before the last window's end although it became visible after that window was read.
+        return (lower - lookback if from_cursor else lower), upper
 
     async def _past_the_cursor_second(self, lower: int, upper: int) -> int | None:
         """The upper bound for a sync that starts within the cursor's own second (or before it).
@@ -276,9 +324,14 @@ class _EntitySync:
         """
         wait = lower + 1 - upper
         if wait > _MAX_WAIT_FOR_CURSOR_SECOND:
-            logger.warning(
-                "%s: the saved cursor is %d s ahead of the server's clock; nothing to read yet", self.stream.key, wait
+            # The server's clock went back (or the state came from a clock that ran ahead). Whatever it stamps from
+            # now on is below the cursor, so waiting would lose it: re-read the lookback before its own time.
+            message = (
+                f"{self.stream.key}: the saved cursor is {wait} s ahead of the server's clock (its clock went back?); "
+                "re-reading from the server's current time minus the lookback"
             )
+            logger.warning("%s", message)
+            self.report.warnings.append(message)
             return None
         # `upper` is the server's Date header, floored to the second: its clock was at least `upper` when it answered.
         await anyio.sleep(max(0.0, wait - (anyio.current_time() - self.source.server_clock_read_at)))
@@ -303,9 +356,10 @@ class _EntitySync:
         """Pages by number, fetched at once: each page's typed rows and how many records it held."""
         found: dict[int, tuple[list[dict[str, Any]], int]] = {}
         client = self.source._client
+        limit = self.page_size  # the served size, so page numbers count pages the way the server cuts them
 
         async def fetch(page: int) -> None:
-            params: dict[str, str | int] = {"_fields": self.fields, "_limit": PAGE_LIMIT, "_page": page,
+            params: dict[str, str | int] = {"_fields": self.fields, "_limit": limit, "_page": page,
                                             "_filters": ",".join([*filters, "order_by_asc(id)"])}  # fmt: skip
             reply = await client.get_json(self.path, params, validate=_list_problem)
             records = reply.body["response"]
@@ -331,15 +385,21 @@ class _EntitySync:
         async with anyio.create_task_group() as tg:
             tg.start_soon(fetch_count)
             tg.start_soon(fetch_first)
-        if self.first_page[1] >= PAGE_LIMIT:
-            self.pages_to_slice = max(1, math.ceil((self.expected_rows or 0) / PAGE_LIMIT))
+        served = self.first_page[1]
+        count = self.expected_rows or 0
+        if 0 < served < PAGE_LIMIT and count > served:
+            # A short first page while the count says more remain: this deployment serves fewer rows than asked.
+            self.page_size = served
+            self.source.short_page_warning(self.report, self.stream.key, PAGE_LIMIT, served)
+        if served >= self.page_size:
+            self.pages_to_slice = max(1, math.ceil(count / self.page_size))
 
     async def _plan(self, slice_budget: int) -> dict[str, dict[str, Any]]:
         filters = self.filters
         lower, upper = self.window
         rows0, served0 = self.first_page
         run: dict[str, Any] = {"lower": lower, "upper": upper}
-        if served0 < PAGE_LIMIT:
+        if served0 < self.page_size:
             # Everything fits in one page: one slice, already done.
             after = max((row["id"] for row in rows0), default=None)
             run["slices"] = {"0": {"lo": None, "hi": None, "after": after, "done": True}}
@@ -374,8 +434,9 @@ class _EntitySync:
             slice_id = str(index)
             bounds = slices[slice_id]
             paginator = IdKeysetPaginator(
-                limit=PAGE_LIMIT, window_filters=filters, after=None, lower_inclusive=bounds["lo"], upper=bounds["hi"]
-            )
+                limit=self.page_size, window_filters=filters, after=None, lower_inclusive=bounds["lo"],
+                upper=bounds["hi"],
+            )  # fmt: skip
             rows, served = seed_pages[page]
             kept, trimmed = paginator.trim(rows)
             try:
@@ -390,7 +451,7 @@ class _EntitySync:
     async def _run_slice(self, slice_id: str, bounds: dict[str, Any], filters: list[str]) -> None:
         client = self.source._client
         paginator = IdKeysetPaginator(
-            limit=PAGE_LIMIT,
+            limit=self.page_size,
             window_filters=filters,
             after=bounds["after"],
             lower_inclusive=bounds["lo"],
@@ -401,6 +462,9 @@ class _EntitySync:
         while paginator.has_next_page:
             reply = await client.get_json(self.path, params, validate=_list_problem)
             records = reply.body["response"]
+            if records and paginator.last_short is not None:
+                # A short page was not the end after all: say so once per sync.
+                self.source.short_page_warning(self.report, self.stream.key, paginator.limit, paginator.last_short)
             kept, trimmed = paginator.trim(self._rows(records))
             try:
                 paginator.update_state(reply.body, kept, served=len(records), trimmed=trimmed)
