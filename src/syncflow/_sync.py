@@ -13,6 +13,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import httpx
@@ -71,6 +72,25 @@ def available_streams(settings: Settings) -> list[Stream]:
     if settings.awardco is not None:
         streams.extend(AWARDCO_STREAMS.values())
     return streams
+
+
+def identify_sources(settings: Settings) -> dict[str, str]:
+    """Where each configured source's data comes from, as recorded in the state (never a credential)."""
+    mock = settings.mock
+    where = f"simulator seed={mock.seed} scale={mock.scale:g}" if settings.use_mock else None
+    found: dict[str, str] = {}
+    if settings.accelo is not None:
+        found["accelo"] = where or _without_userinfo(settings.accelo.base_url)
+    if settings.awardco is not None:
+        found["awardco"] = where or _without_userinfo(settings.awardco.base_url)
+    return found
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 def select_streams(settings: Settings, names: Sequence[str] | None) -> list[Stream]:
@@ -203,6 +223,10 @@ def iterate_sync(
     if transport is None and settings.use_mock:
         simulator = make_simulator(settings)
         transport = simulator.transport()
+    # A state saved from another source (say, the mock) must not be applied to this one.
+    changes = state.adopt_sources({name: who for name, who in identify_sources(settings).items()})
+    for line in changes:
+        logger.warning("%s", line)
     prior = {stream.key: state.stream(stream.key) for stream in chosen}
     producer = _Producer(settings, chosen, prior, transport)
     if progress is not None:
@@ -229,6 +253,8 @@ def iterate_sync(
     finally:
         if progress is not None:
             progress.close()
+    if changes:
+        reports.append(SourceReport("state", warnings=changes))
     return _result(producer, chosen, reports, drained, simulator)
 
 

@@ -51,9 +51,10 @@ def describe_transport_error(exc: httpx.TransportError, fallback_host: str) -> s
     seen = 0
     while cause is not None and seen < 10:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"{host}: TLS certificate verification failed ({cause.verify_message or 'untrusted certificate'})"
+            detail = getattr(cause, "verify_message", None) or "untrusted certificate"
+            return f"{host}: TLS certificate verification failed ({detail})"
         if isinstance(cause, ssl.SSLError):
-            return f"{host}: TLS handshake failed ({cause.reason or type(cause).__name__})"
+            return f"{host}: TLS handshake failed ({getattr(cause, 'reason', None) or type(cause).__name__})"
         if isinstance(cause, socket.gaierror):
             return f"{host}: DNS lookup failed (the host name does not resolve)"
         if isinstance(cause, ConnectionRefusedError):
