@@ -305,7 +305,9 @@ class Simulator:
         if kind == "429":
             return json_reply(429, {"error": "too_many_requests", "error_description": "Slow down."}), False
         if kind == "401":
-            return json_reply(401, {"error": "invalid_client", "error_description": "Client authentication failed."}), False
+            return json_reply(
+                401, {"error": "invalid_client", "error_description": "Client authentication failed."}
+            ), False
         ok = json_reply(200, {"access_token": "x" * 32, "token_type": "bearer", "expires_in": "3600"})
         if kind == "malformed":
             return Reply(200, ok.body[: len(ok.body) // 2]), False

@@ -32,7 +32,8 @@ class Faults:
     """Fault injection on data requests (``SimConfig.faults``) or on token requests (``SimConfig.token_faults``).
 
     Rates are fractions of data requests; ``schedule`` forces a fault on the data request with that 1-based number
-    (token requests are not counted; for ``token_faults``, the 1-based token-request number) and overrides the random draw for it. A request is checked in this order:
+    (token requests are not counted; for ``token_faults``, the 1-based token-request number) and overrides the
+    random draw for it. A data request is checked in this order:
     authentication (401), the rate-limit window (429), then the fault, so a fault drawn for a request that was
     already refused is not injected (and not counted in ``faults_injected``). "slow" only delays a normal answer.
     """
