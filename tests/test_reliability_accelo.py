@@ -197,9 +197,12 @@ def test_short_pages_in_an_incremental_window_continue_by_keyset(make_sim: MakeS
     _, state = sync_once(simulator, sink, streams=COMPANIES)
     simulator.apply_mutation(Mutation(1, "accelo", "companies", modify=70, create=5))
     offset[0] += 3
+    simulator.reset_stats()
     second, _ = sync_once(simulator, sink, state, streams=COMPANIES)
     assert second.rows["accelo.companies"] == 75
     assert_matches_truth(sink, simulator, streams=COMPANIES)
+    # Count + three pages of 30, 30, 15: once the rows reach the count, the short page ends the window by itself.
+    assert simulator.stats().data_requests == 4
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -289,7 +292,10 @@ def test_changing_one_source_does_not_reset_the_other(make_sim: MakeSim) -> None
     assert second.rows["awardco.user"] == first.rows["awardco.user"]
     assert second.rows.get("accelo.companies", 0) == 0
     assert state.source("awardco") == "http://127.0.0.1:9"
-    assert state.as_dict()["sources"] == {"accelo": "http://sim.test", "awardco": "http://127.0.0.1:9"}
+    assert state.as_dict()["sources"] == {
+        "accelo": "deployment syncflow-sim at http://sim.test",
+        "awardco": "http://127.0.0.1:9",
+    }
 
 
 def test_a_state_without_a_recorded_source_is_kept(make_sim: MakeSim) -> None:

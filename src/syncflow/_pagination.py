@@ -83,9 +83,16 @@ class IdKeysetPaginator:
         return kept, len(kept) < len(rows)
 
     def update_state(
-        self, body: Any, rows: Sequence[Mapping[str, Any]], *, served: int | None = None, trimmed: bool = False
+        self,
+        body: Any,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        served: int | None = None,
+        trimmed: bool = False,
+        more_expected: bool = True,
     ) -> None:
-        """`rows`: this slice's typed rows of the page; `served`: how many records the API sent."""
+        """`rows`: this slice's typed rows of the page; `served`: how many records the API sent; `more_expected`:
+        False when the caller knows (from a count) that nothing remains, so a short page may end the slice."""
         served = len(rows) if served is None else served
         previous = self.after
         if rows:
@@ -94,7 +101,7 @@ class IdKeysetPaginator:
         full = served >= self.limit
         # A short page is not the end: a deployment may serve fewer rows than `_limit` asks. Only an empty page (or
         # the slice's upper bound) ends it; the keyset makes the extra request cheap and exact.
-        self._has_next = served > 0 and not trimmed and not reached_upper
+        self._has_next = served > 0 and not trimmed and not reached_upper and (full or more_expected)
         self.last_short = served if self._has_next and not full else None
         if self._has_next and self.after == previous:
             if full:

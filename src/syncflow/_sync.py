@@ -80,7 +80,8 @@ def identify_sources(settings: Settings) -> dict[str, str]:
     where = f"simulator seed={mock.seed} scale={mock.scale:g}" if settings.use_mock else None
     found: dict[str, str] = {}
     if settings.accelo is not None:
-        found["accelo"] = where or _without_userinfo(settings.accelo.base_url)
+        accelo = settings.accelo
+        found["accelo"] = where or f"deployment {accelo.deployment} at {_without_userinfo(accelo.base_url)}"
     if settings.awardco is not None:
         found["awardco"] = where or _without_userinfo(settings.awardco.base_url)
     return found

@@ -195,8 +195,9 @@ class OAuth2ClientCredentials:
                 status_code=response.status_code,
             )
         if response.status_code != 200:
+            said = _meta_message(response)
             raise HTTPStatusError(
-                f"token request answered {response.status_code}",
+                f"token request answered {response.status_code}" + (f" ({said})" if said else ""),
                 api=self._api,
                 endpoint=endpoint,
                 status_code=response.status_code,

@@ -91,7 +91,7 @@ class Simulator:
         self._jitter_rng = random.Random(f"{cfg.seed}:jitter")
         # The data-request number drives schedules and mutations; unlike the statistics it is never reset.
         self._data_number = 0
-        self._token_requests_total = 0  # numbers token requests for token_faults; never reset either
+        self._token_number = 0  # numbers token requests for token_faults; never reset either
         self._in_flight = 0
         self._in_flight_by_api: Counter[str] = Counter()
         self._zero_stats()
@@ -262,8 +262,8 @@ class Simulator:
             self._requests += 1
             self._token_requests += 1
             self._by_endpoint[f"{scope['method']} {_TOKEN_PATH}"] += 1
-            fault = decide(cfg.token_faults, cfg.seed, self._token_requests_total + 1)
-            self._token_requests_total += 1
+            self._token_number += 1
+            fault = decide(cfg.token_faults, cfg.seed, self._token_number)
             drop = False
             if fault.slow:
                 self._count_fault("slow")

@@ -3,9 +3,17 @@
 How one entity is read, and why:
 
 - **A frozen window.** At sync start the upper bound is fixed to the server's clock `T` (the token response's `Date`
-  header) and the lower bound is the saved cursor `c`: `<cursor>_after(c - 1)` (Accelo's `_after` is strict, so the
-  cursor's own second is re-read) and `<cursor>_before(T)`. A record modified during the sync gets a date ≥ T, leaves
-  the window, and is read by the next sync, whose lower bound is T. Records can only *leave* the window during a sync.
+  header) and the lower bound is the saved cursor `c` less the lookback `L`: `<cursor>_after(c - L - 1)` (Accelo's
+  `_after` is strict, so the cursor's own second is re-read) and `<cursor>_before(T)`. A record modified during the
+  sync gets a date ≥ T, leaves the window, and is read by the next sync. Records can only *leave* the window during a
+  sync. The lookback catches late commits: a long transaction stamps a record before T but makes it visible after
+  its page was read.
+- **The server's clock.** Bounds are the server's time, never ours: with no `Date` header they end a generous margin
+  behind our clock, and a server clock that steps back mid-sync pulls the saved cursor back to the lowest time it
+  reported (`ServerClock`), so what it stamps there is re-read.
+- **Short pages.** A deployment may serve fewer rows than `_limit`; a short first page while `/count` says more
+  remain sets the page size to what was served (warned once per sync), and inside a slice only an empty page ends
+  it.
 - **Id keyset pages.** Inside the window, pages are `id_greater_than(last id)` + `order_by_asc(id)`. A record that
   leaves the window cannot shift a later page (an offset page would skip one record).
 - **Parallel slices.** `/count` says how many pages the window holds; the id order is cut into slices whose first
@@ -171,8 +179,6 @@ class AcceloSource:
         # retried like any request (a 503 from the token endpoint is as transient as one from a list).
         server_now = await self._client.call(f"POST {TOKEN_PATH}", self._auth.server_time)
         if server_now is None:
-            server_now = self._client.gate.server_clock.now()
-        if server_now is None:
             # Nothing said the server's time: err towards re-reading rather than past what it could have stamped.
             server_now = self._clock_now - UNKNOWN_CLOCK_MARGIN_SECONDS
             message = (
@@ -236,6 +242,9 @@ class _EntitySync:
         self.pages_to_slice = 0  # pages of a window too big for one page (0: nothing to share out)
         # Rows per page the server really serves: PAGE_LIMIT, or less on a deployment that caps its pages.
         self.page_size = PAGE_LIMIT
+        # Records served so far when the whole window is one slice (None otherwise, and after a resume): once they
+        # reach the count, a short page is the end and the request that would confirm it is saved.
+        self.sole_slice_served: int | None = None
 
     async def _send(self, rows: Sequence[Mapping[str, Any]], patch: Any, *, requests: int) -> None:
         await self.source._send.send(
@@ -429,6 +438,8 @@ class _EntitySync:
             "%s: %d rows in the window, %d pages, %d parallel slices", self.stream.key, count, pages, len(slices)
         )
         # Deliver each slice's first page, then let the slices continue by keyset.
+        if len(starts) == 1:
+            self.sole_slice_served = served0
         pending: dict[str, dict[str, Any]] = {}
         for index, (page, _lo) in enumerate(starts):
             slice_id = str(index)
@@ -466,8 +477,14 @@ class _EntitySync:
                 # A short page was not the end after all: say so once per sync.
                 self.source.short_page_warning(self.report, self.stream.key, paginator.limit, paginator.last_short)
             kept, trimmed = paginator.trim(self._rows(records))
+            more_expected = True
+            if self.sole_slice_served is not None:
+                self.sole_slice_served += len(records)
+                more_expected = self.sole_slice_served < (self.expected_rows or 0)
             try:
-                paginator.update_state(reply.body, kept, served=len(records), trimmed=trimmed)
+                paginator.update_state(
+                    reply.body, kept, served=len(records), trimmed=trimmed, more_expected=more_expected
+                )
             except ValueError as exc:
                 raise MalformedResponseError(str(exc), api="accelo", endpoint=f"GET {self.path}") from exc
             bounds = {**bounds, "after": paginator.after, "done": not paginator.has_next_page}
