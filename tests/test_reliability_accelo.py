@@ -174,6 +174,16 @@ def test_a_saved_cursor_far_ahead_of_the_server_clock_rereads_instead_of_waiting
     )
 
 
+def test_a_start_date_ahead_of_the_server_clock_reads_nothing_yet(make_sim: MakeSim) -> None:
+    """Unlike a saved cursor, a start date is the user's bound: a window never reaches back before it."""
+    simulator = make_sim(seed=11)
+    sink = RecordingSink()
+    result, state = sync_once(simulator, sink, streams=COMPANIES, start_date="2099-01-01T00:00:00Z")
+    assert sink.tables.get("accelo.companies", {}) == {}
+    assert state.stream("accelo.companies") == {}
+    assert not any("ahead of the server's clock" in w for w in result.warnings)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 3. Short pages.
 

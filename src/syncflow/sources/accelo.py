@@ -283,7 +283,10 @@ class _EntitySync:
             self.report.warnings.append(f"{exc}; resynced from the start")
             lower, upper, slices = self.source._start, self.server_now if self.stream.cursor else None, None
         if slices is None and self.stream.cursor and lower is not None and upper is not None:
-            lower, upper = await self._new_window(lower, upper, from_cursor=self.prior.get("cursor") is not None)
+            bounds = await self._new_window(lower, upper, from_cursor=self.prior.get("cursor") is not None)
+            if bounds is None:
+                return
+            lower, upper = bounds
         self.window = (lower, upper)
         self.filters = self._window_filters(lower, upper)
         self.slices = slices
@@ -311,12 +314,24 @@ class _EntitySync:
         self.report.completed.append(self.stream.key)
         report_conversions(self.report, self.converter)
 
-    async def _new_window(self, lower: int, upper: int, *, from_cursor: bool) -> tuple[int, int]:
-        """The bounds of a new window from `lower` (the saved cursor, or the start date) to the server's `upper`."""
+    async def _new_window(self, lower: int, upper: int, *, from_cursor: bool) -> tuple[int, int] | None:
+        """The bounds of a new window from `lower` (the saved cursor, or the start date) to the server's `upper`;
+        None when there is nothing to read yet (a start date ahead of the server's clock)."""
         lookback = self.source.lookback
         if lower >= upper:
             waited = await self._past_the_cursor_second(lower, upper)
+            if waited is None and not from_cursor:
+                logger.warning("%s: start_date is ahead of the server's clock; nothing to read yet", self.stream.key)
+                return None
             if waited is None:
+                # The server's clock went back (or the state came from a clock that ran ahead). What it stamps from
+                # now on is below the cursor, so waiting would lose it: re-read the lookback before its own time.
+                message = (
+                    f"{self.stream.key}: the saved cursor is {lower - upper} s ahead of the server's clock (its clock "
+                    "went back?); re-reading from the server's current time minus the lookback"
+                )
+                logger.warning("%s", message)
+                self.report.warnings.append(message)
                 return upper - max(1, lookback), upper
             upper = waited
         # The window overlaps the last one by the lookback: a record committed late (a long transaction) carries a
@@ -328,20 +343,12 @@ class _EntitySync:
 
         The last sync read up to, not including, second `lower`; records modified in that second after it started
         are still due. An empty window would put them off by one more sync, so wait until the server's clock has
-        left that second (at most about a second) and read exactly it. A cursor far ahead of the server's clock
-        (a migrated state, clock trouble) is left alone rather than waited for.
+        left that second (at most about a second) and read exactly it. A bound further ahead of the server's clock is
+        not waited for: None, and the caller decides.
         """
         wait = lower + 1 - upper
         if wait > _MAX_WAIT_FOR_CURSOR_SECOND:
-            # The server's clock went back (or the state came from a clock that ran ahead). Whatever it stamps from
-            # now on is below the cursor, so waiting would lose it: re-read the lookback before its own time.
-            message = (
-                f"{self.stream.key}: the saved cursor is {wait} s ahead of the server's clock (its clock went back?); "
-                "re-reading from the server's current time minus the lookback"
-            )
-            logger.warning("%s", message)
-            self.report.warnings.append(message)
-            return None
+            return None  # too far ahead to wait for
         # `upper` is the server's Date header, floored to the second: its clock was at least `upper` when it answered.
         await anyio.sleep(max(0.0, wait - (anyio.current_time() - self.source.server_clock_read_at)))
         return lower + 1
