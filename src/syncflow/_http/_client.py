@@ -114,6 +114,7 @@ class ApiClient:
             )
 
         def _on_giveup(details: Any) -> None:
+            # backoff re-raises this very exception: only now may its one line say that retries ran out.
             exc = details.get("exception")
             if isinstance(exc, SourceError) and _is_retryable(exc):
                 exc.args = (f"{exc}; retries exhausted", *exc.args[1:])
