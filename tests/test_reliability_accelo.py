@@ -93,6 +93,18 @@ def test_a_fast_server_clock_does_not_make_a_short_reset_look_far_away(make_sim:
     assert simulator.stats().rate_limited == 0
 
 
+def test_a_slow_server_clock_does_not_turn_every_request_into_a_probe(make_sim: MakeSim) -> None:
+    """The server's clock is 10 minutes behind ours and its window resets within 2 minutes: on our clock every reset
+    would look already past, and each request would be sent alone as a probe of a "new" window."""
+    counts = {"invoices": 2000, "companies": 1, "payments": 1, "prospects": 1, "jobs": 1, "staff": 1}
+    simulator = make_sim(seed=5, clock_offset=-600.0, rate_window=120.0, latency=0.01, accelo_counts=counts)
+    sink = RecordingSink()
+    sync_once(simulator, sink, streams=["accelo.invoices"], max_concurrency="8")
+    assert_matches_truth(sink, simulator, streams=["accelo.invoices"])
+    assert simulator.stats().peak_in_flight > 1
+    assert simulator.stats().rate_limited == 0
+
+
 @pytest.mark.parametrize("offset", [-600.0, 600.0, 0.0])
 def test_rate_limit_reset_is_converted_from_the_server_clock(offset: float) -> None:
     """A reset 30 s away on the server's clock is 30 s away on ours, whichever way the clocks differ (a slow server
