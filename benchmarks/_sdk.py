@@ -28,7 +28,9 @@ def warehouse_path(project: Path) -> Path:
     return project / "files" / "warehouse.db"
 
 
-def run_in_sdk_runner(update: UpdateFn, schema: SchemaFn, project: Path, configuration: Mapping[str, str]) -> float:
+def run_in_sdk_runner(
+    update: UpdateFn, schema: SchemaFn, project: Path, configuration: Mapping[str, str]
+) -> float:
     """Wall seconds of one sync from an empty state; raises what the sync raised."""
     # What _run_locally sets before core_adapter.run: the logger reads LOG_LEVEL (None would crash it).
     constants.DEBUGGING = True

@@ -180,7 +180,7 @@ def render(
             targets.append(
                 "| clean: several times faster than every peer | nearest peer takes "
                 f"{slowest_peer_margin:.1f}x as long | {_met(slowest_peer_margin >= 3 if peers else None)} "
-                '(taking "several" as ≥ 3x) |'
+                "(taking \"several\" as ≥ 3x) |"
             )
 
     rate = by.get("rate_limited", [])

@@ -76,7 +76,7 @@ def verify(
             pk_col = _snake(key)
             columns = [pk_col] + ([_snake(cursor)] if check_cursor and cursor else [])
             try:
-                found = con.execute(f"SELECT {', '.join(columns)} FROM {relation}").fetchall()
+                found = con.execute(f'SELECT {", ".join(columns)} FROM {relation}').fetchall()
             except duckdb.Error as exc:
                 verdict.problems.append(f"{source}.{table}: cannot read {relation}: {exc}".splitlines()[0])
                 continue
