@@ -49,7 +49,8 @@ def _sync_under_faults(make_sim: MakeSim, caplog: pytest.LogCaptureFixture, seed
     failures = stats.faults_injected - stats.faults_by_kind.get("slow", 0)
     retries = sum(r.retries for r in result.requests.values())
     assert retries == failures, f"{retries} retries for {failures} failed requests ({stats.faults_by_kind})"
-    logged = [r for r in caplog.records if r.name == "syncflow" and re.search(r": retry \d+ after ", r.getMessage())]
+    retry_line = re.compile(r"; retry \d+ in [\d.]+ s$")
+    logged = [r for r in caplog.records if r.name == "syncflow" and retry_line.search(r.getMessage())]
     assert len(logged) == retries
     assert all(r.levelno == logging.WARNING for r in logged)
     # Each logged retry names the API and the endpoint.

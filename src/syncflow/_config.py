@@ -52,6 +52,7 @@ KNOWN_KEYS = frozenset(
         "accelo_client_secret",
         "accelo_base_url",
         "accelo_requests_per_hour",
+        "accelo_lookback_seconds",
         "awardco_api_key",
         "awardco_base_url",
         "awardco_requests_per_hour",
@@ -76,6 +77,10 @@ KNOWN_KEYS = frozenset(
 # Chosen from the benchmark (see BENCHMARKS.md): enough pages in flight to hide a ~150 ms round trip without
 # bursting past what a 5000/hour budget can sustain.
 DEFAULT_MAX_CONCURRENCY = 16
+# Accelo stamps date_modified when a change starts, and a long transaction (a bulk edit, an import, a workflow
+# cascade) commits seconds to minutes later. Five minutes covers those and a server clock a few minutes off, and
+# costs no extra request on an incremental sync unless over a page of records changed in those five minutes.
+DEFAULT_ACCELO_LOOKBACK_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ class AcceloSettings:
     client_secret: Secret
     base_url: str
     requests_per_hour: int
+    # How far each incremental window reaches back before the last one ended (late commits); see DEFAULT_LOOKBACK.
+    lookback_seconds: int = 300
 
 
 @dataclass(frozen=True)
@@ -313,10 +320,15 @@ def _parse_sources(reader: _Reader) -> tuple[str, ...]:
 
 def _parse_accelo(reader: _Reader, use_mock: bool) -> AcceloSettings | None:
     budget = reader.integer("accelo_requests_per_hour", 5000)
+    lookback = reader.integer(
+        "accelo_lookback_seconds", DEFAULT_ACCELO_LOOKBACK_SECONDS, minimum=0, maximum=7 * 24 * 3600
+    )
     if use_mock:
         from .sim import ACCELO_CLIENT_ID, ACCELO_CLIENT_SECRET
 
-        return AcceloSettings("syncflow-sim", ACCELO_CLIENT_ID, Secret(ACCELO_CLIENT_SECRET), MOCK_BASE_URL, budget)
+        return AcceloSettings(
+            "syncflow-sim", ACCELO_CLIENT_ID, Secret(ACCELO_CLIENT_SECRET), MOCK_BASE_URL, budget, lookback
+        )
     deployment = reader.text("accelo_deployment")
     client_id = reader.text("accelo_client_id")
     secret = reader.text("accelo_client_secret")
@@ -340,7 +352,9 @@ def _parse_accelo(reader: _Reader, use_mock: bool) -> AcceloSettings | None:
         base_url = reader.url("accelo_base_url", forbidden_suffixes=("/api/v0", "/api", "/oauth2/v0"))
     else:
         base_url = f"https://{deployment}.api.accelo.com"
-    return AcceloSettings(deployment or urlsplit(base_url).hostname or "", client_id, Secret(secret), base_url, budget)
+    return AcceloSettings(
+        deployment or urlsplit(base_url).hostname or "", client_id, Secret(secret), base_url, budget, lookback
+    )
 
 
 def _parse_awardco(reader: _Reader, use_mock: bool) -> AwardcoSettings | None:

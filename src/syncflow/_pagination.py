@@ -30,6 +30,7 @@ class IdKeysetPaginator:
     """Accelo: pages ordered by id inside one slice [lower, upper), each page asking for ids above the last seen.
 
     Keyset paging is immune to records leaving the filtered set mid-sync (offset pages would shift and skip one).
+    A short page does not end the slice (servers may cap `_limit`); an empty page does.
     `trim` drops rows at or above `upper` (they belong to the next slice, which fetches them itself).
     """
 
@@ -49,6 +50,8 @@ class IdKeysetPaginator:
         self.lower_inclusive = lower_inclusive
         self.upper = upper
         self._has_next = has_next_page
+        # The size of the last page if it was short yet did not end the slice (None otherwise).
+        self.last_short: int | None = None
 
     def __repr__(self) -> str:
         return f"IdKeysetPaginator(after={self.after}, upper={self.upper}, has_next={self._has_next})"
@@ -80,18 +83,32 @@ class IdKeysetPaginator:
         return kept, len(kept) < len(rows)
 
     def update_state(
-        self, body: Any, rows: Sequence[Mapping[str, Any]], *, served: int | None = None, trimmed: bool = False
+        self,
+        body: Any,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        served: int | None = None,
+        trimmed: bool = False,
+        more_expected: bool = True,
     ) -> None:
-        """`rows`: this slice's typed rows of the page; `served`: how many records the API sent."""
+        """`rows`: this slice's typed rows of the page; `served`: how many records the API sent; `more_expected`:
+        False when the caller knows (from a count) that nothing remains, so a short page may end the slice."""
         served = len(rows) if served is None else served
         previous = self.after
         if rows:
             self.after = max(int(row["id"]) for row in rows)
         reached_upper = self.upper is not None and self.after is not None and self.after >= self.upper - 1
-        self._has_next = served >= self.limit and not trimmed and not reached_upper
+        full = served >= self.limit
+        # A short page is not the end: a deployment may serve fewer rows than `_limit` asks. Only an empty page (or
+        # the slice's upper bound) ends it; the keyset makes the extra request cheap and exact.
+        self._has_next = served > 0 and not trimmed and not reached_upper and (full or more_expected)
+        self.last_short = served if self._has_next and not full else None
         if self._has_next and self.after == previous:
-            # A full page that does not move the keyset forward would be asked for again forever.
-            raise ValueError("a full page with no usable ids: the keyset cannot advance")
+            if full:
+                # A full page that does not move the keyset forward would be asked for again forever.
+                raise ValueError("a full page with no usable ids: the keyset cannot advance")
+            self._has_next = False  # a short page of unusable ids: nothing further can be asked for
+            self.last_short = None
 
 
 class PageNumberPaginator:

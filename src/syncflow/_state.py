@@ -1,6 +1,11 @@
 """The versioned state document: one small JSON object per connector, one entry per stream.
 
-    {"version": 1, "streams": {"accelo.companies": {...}, "awardco.user": {...}}}
+    {"version": 1, "streams": {"accelo.companies": {...}, "awardco.user": {...}},
+     "sources": {"accelo": "https://acme.api.accelo.com", "awardco": "https://api.awardco.com"}}
+
+`sources` records where each source's streams came from (a base URL, or the simulator's seed and scale). A state
+from another source says nothing about this one: `adopt_sources` drops those streams so they start over (a mock run's
+cursors applied to a real account would sync nothing, "successfully").
 
 Only the drain thread changes it, by applying the `StatePatch` a batch carries *after* the batch's rows are
 upserted, so any checkpoint of it covers only delivered rows. Each stream's entry is bounded in size (a cursor and,
@@ -48,11 +53,37 @@ def set_op(path: Sequence[str], value: Any) -> tuple[tuple[str, ...], Any]:
 
 
 class StateDocument:
-    def __init__(self, streams: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, streams: Mapping[str, Any] | None = None, sources: Mapping[str, str] | None = None) -> None:
         self._streams: dict[str, Any] = copy.deepcopy(dict(streams or {}))
+        self._sources: dict[str, str] = dict(sources or {})
 
     def __repr__(self) -> str:
-        return f"StateDocument(streams={sorted(self._streams)})"
+        return f"StateDocument(streams={sorted(self._streams)}, sources={sorted(self._sources)})"
+
+    def source(self, name: str) -> str | None:
+        """Which source (`identify_source`'s text) the streams of `name` were synced from; None when unrecorded."""
+        return self._sources.get(name)
+
+    def adopt_sources(self, current: Mapping[str, str]) -> list[str]:
+        """Record the sources this sync reads; drop the streams of any whose recorded source differs.
+
+        Returns one line per changed source. A state that recorded no source (written before sources were recorded)
+        is taken to be from the current one: there is nothing to compare, and resyncing everything would be a
+        surprise.
+        """
+        changes: list[str] = []
+        for name, identity in sorted(current.items()):
+            before = self._sources.get(name)
+            if before is not None and before != identity:
+                dropped = sorted(key for key in self._streams if key.split(".", 1)[0] == name)
+                for key in dropped:
+                    del self._streams[key]
+                changes.append(
+                    f"state: the {name} source changed (was {before}, now {identity}); its saved state belongs to the "
+                    f"other source, so {', '.join(dropped) or 'its streams'} start over"
+                )
+            self._sources[name] = identity
+        return changes
 
     @classmethod
     def load(cls, raw: Mapping[str, Any] | None) -> StateDocument:
@@ -75,7 +106,12 @@ class StateDocument:
         if damaged:
             # Safe, if slower: those streams start over, and upserts make re-read rows harmless.
             logger.warning("state: entries for %s are not JSON objects; resyncing them from the start", damaged)
-        return cls({key: entry for key, entry in streams.items() if isinstance(entry, Mapping)})
+        sources = raw.get("sources", {})
+        if not isinstance(sources, Mapping) or not all(isinstance(v, str) for v in sources.values()):
+            # Unknown provenance: treated as this source's (as a state from before sources were recorded is).
+            logger.warning("state: 'sources' is not a JSON object of strings; ignoring it")
+            sources = {}
+        return cls({key: entry for key, entry in streams.items() if isinstance(entry, Mapping)}, sources)
 
     def stream(self, key: str) -> dict[str, Any]:
         """A copy of one stream's entry ({} when it has none)."""
@@ -105,7 +141,10 @@ class StateDocument:
 
     def as_dict(self) -> dict[str, Any]:
         """The document to checkpoint. The caller must serialise it before the next `apply`."""
-        return {"version": STATE_VERSION, "streams": self._streams}
+        document: dict[str, Any] = {"version": STATE_VERSION, "streams": self._streams}
+        if self._sources:
+            document["sources"] = self._sources
+        return document
 
 
 def _parse_iso(value: Any) -> datetime | None:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import httpx
@@ -74,6 +75,26 @@ def available_streams(settings: Settings) -> list[Stream]:
     if settings.awardco is not None:
         streams.extend(AWARDCO_STREAMS.values())
     return streams
+
+
+def identify_sources(settings: Settings) -> dict[str, str]:
+    """Where each configured source's data comes from, as recorded in the state (never a credential)."""
+    mock = settings.mock
+    where = f"simulator seed={mock.seed} scale={mock.scale:g}" if settings.use_mock else None
+    found: dict[str, str] = {}
+    if settings.accelo is not None:
+        accelo = settings.accelo
+        found["accelo"] = where or f"deployment {accelo.deployment} at {_without_userinfo(accelo.base_url)}"
+    if settings.awardco is not None:
+        found["awardco"] = where or _without_userinfo(settings.awardco.base_url)
+    return found
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 def select_streams(settings: Settings, names: Sequence[str] | None) -> list[Stream]:
@@ -169,7 +190,7 @@ class _Producer:
                 self.clients["accelo"] = client
                 source_a = AcceloSource(
                     client, auth, send, concurrency=self.settings.max_concurrency,
-                    start_date=self.settings.start_date, clock_now=time.time(),
+                    start_date=self.settings.start_date, clock_now=time.time(), lookback=accelo.lookback_seconds,
                 )  # fmt: skip
                 tg.start_soon(self._run, source_a, tables["accelo"], reports)
             awardco = self.settings.awardco
@@ -224,6 +245,10 @@ def iterate_sync(
     if transport is None and settings.use_mock:
         simulator = make_simulator(settings)
         transport = simulator.transport()
+    # A state saved from another source (say, the mock) must not be applied to this one.
+    changes = state.adopt_sources({name: who for name, who in identify_sources(settings).items()})
+    for line in changes:
+        logger.warning("%s", line)
     prior = {stream.key: state.stream(stream.key) for stream in chosen}
     producer = _Producer(settings, chosen, prior, transport)
     if progress is not None:
@@ -250,6 +275,8 @@ def iterate_sync(
     finally:
         if progress is not None:
             progress.close()
+    if changes:
+        reports.append(SourceReport("state", warnings=changes))
     return _result(producer, chosen, reports, drained, simulator)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from .._redaction import Secret
 from ._body import DEFAULT_MAX_RESPONSE_MB, read_bounded
 from ._origin import redirect_error, untrusted_certificate
 
-__all__ = ["ApiKeyAuth", "Authenticator", "OAuth2ClientCredentials", "server_time"]
+__all__ = ["ApiKeyAuth", "Authenticator", "OAuth2ClientCredentials", "describe_transport_error", "server_time"]
 
 logger = logging.getLogger("syncflow")
 
@@ -34,6 +36,48 @@ def server_time(response: httpx.Response) -> float | None:
         return email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
         return None
+
+
+def describe_transport_error(exc: httpx.TransportError, fallback_host: str) -> str:
+    """One short phrase naming the host and why the connection failed (refused, DNS, TLS, reset), never the URL.
+
+    httpx wraps the socket's own error; the cause is read from that chain so the user sees what to fix.
+    """
+    try:
+        host = exc.request.url.host or fallback_host
+    except RuntimeError:  # an error raised before a request was attached
+        host = fallback_host
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{host}: timed out ({type(exc).__name__})"
+    cause: BaseException | None = exc
+    seen = 0
+    while cause is not None and seen < 10:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            detail = getattr(cause, "verify_message", None) or "untrusted certificate"
+            return f"{host}: TLS certificate verification failed ({detail})"
+        if isinstance(cause, ssl.SSLError):
+            return f"{host}: TLS handshake failed ({getattr(cause, 'reason', None) or type(cause).__name__})"
+        if isinstance(cause, socket.gaierror):
+            return f"{host}: DNS lookup failed (the host name does not resolve)"
+        if isinstance(cause, ConnectionRefusedError):
+            return f"{host}: connection refused (nothing listens on that port)"
+        if isinstance(cause, ConnectionResetError):
+            return f"{host}: connection reset by the peer"
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    text = str(exc).lower()
+    # anyio and httpcore sometimes keep only the message; recognise the usual ones.
+    for needle, phrase in (
+        ("name or service not known", "DNS lookup failed (the host name does not resolve)"),
+        ("nodename nor servname", "DNS lookup failed (the host name does not resolve)"),
+        ("temporary failure in name resolution", "DNS lookup failed (temporary failure in name resolution)"),
+        ("connection refused", "connection refused (nothing listens on that port)"),
+        ("certificate verify failed", "TLS certificate verification failed"),
+        ("ssl", "TLS handshake failed"),
+    ):
+        if needle in text:
+            return f"{host}: {phrase}"
+    return f"{host}: connection failed ({type(exc).__name__})"
 
 
 class Authenticator(Protocol):
@@ -147,15 +191,12 @@ class OAuth2ClientCredentials:
                 response = await read_bounded(
                     streamed, limit=self._max_response_bytes, api=self._api, endpoint=endpoint
                 )
-        except httpx.TimeoutException as exc:
-            raise TransportError("token request timed out", api=self._api, endpoint=endpoint) from exc
         except httpx.TransportError as exc:
             untrusted = untrusted_certificate(exc, api=self._api, endpoint=endpoint)
             if untrusted is not None:
                 raise untrusted from exc
-            raise TransportError(
-                f"token request failed: {type(exc).__name__}", api=self._api, endpoint=endpoint
-            ) from exc
+            cause = describe_transport_error(exc, self._client.base_url.host)
+            raise TransportError(f"token request failed: {cause}", api=self._api, endpoint=endpoint) from exc
         if response.status_code in (400, 401, 403):
             raise AuthenticationError(
                 f"credentials refused ({response.status_code} {_meta_message(response)}); check "
@@ -170,8 +211,9 @@ class OAuth2ClientCredentials:
                 base_url=str(self._client.base_url),
             )  # fmt: skip
         if response.status_code != 200:
+            said = _meta_message(response)
             raise HTTPStatusError(
-                f"token request answered {response.status_code}",
+                f"token request answered {response.status_code}" + (f" ({said})" if said else ""),
                 api=self._api,
                 endpoint=endpoint,
                 status_code=response.status_code,

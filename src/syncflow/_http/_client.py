@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import backoff
 import httpx
@@ -23,7 +23,7 @@ from .._exceptions import (
     SourceError,
     TransportError,
 )
-from ._auth import Authenticator, _meta_message, server_time
+from ._auth import Authenticator, _meta_message, describe_transport_error, server_time
 from ._body import DEFAULT_MAX_RESPONSE_MB, read_bounded
 from ._limits import RateGate
 from ._origin import redirect_error, untrusted_certificate
@@ -31,6 +31,8 @@ from ._origin import redirect_error, untrusted_certificate
 __all__ = ["RETRYABLE_STATUSES", "ApiClient", "Reply", "RequestStatistics", "RetryPolicy"]
 
 logger = logging.getLogger("syncflow")
+
+T = TypeVar("T")
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -107,15 +109,21 @@ class ApiClient:
             path = details["args"][0] if details.get("args") else "?"
             self._count(path, retries=1)
             exc = details.get("exception")
+            # Says what happens next; only the error raised when retries run out says they are exhausted.
             logger.warning(
-                "%s: retry %d after %s (waiting %.1f s)",
-                api,
+                "%s; retry %d in %.1f s",
+                exc if exc is not None else f"{api} {path}: an error",
                 details["tries"],
-                exc if exc is not None else "an error",
                 details.get("wait", 0.0),
             )
 
-        self._get_with_retries = backoff.on_exception(
+        def _on_giveup(details: Any) -> None:
+            # backoff re-raises this very exception: only now may its one line say that retries ran out.
+            exc = details.get("exception")
+            if isinstance(exc, SourceError) and _is_retryable(exc):
+                exc.args = (f"{exc}; retries exhausted", *exc.args[1:])
+
+        retrying = backoff.on_exception(
             backoff.expo,
             SourceError,
             giveup=lambda exc: not _is_retryable(exc),
@@ -125,9 +133,12 @@ class ApiClient:
             factor=retry.base,
             max_value=retry.max_delay,
             on_backoff=_on_backoff,
+            on_giveup=_on_giveup,
             raise_on_giveup=True,
             logger=None,  # retries are logged by _on_backoff, without backoff's traceback-laden lines
-        )(self._get_once)
+        )
+        self._get_with_retries = retrying(self._get_once)
+        self._call_with_retries = retrying(self._call_once)
 
     def __repr__(self) -> str:
         return f"<ApiClient {self.api} requests={self._requests} retries={self._retries} gate={self.gate!r}>"
@@ -160,6 +171,14 @@ class ApiClient:
         reply: Reply = await self._get_with_retries(path, params, validate)
         return reply
 
+    async def call(self, endpoint: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run `attempt` (e.g. a token request) under the same retries and time bound as a GET."""
+        result: T = await self._call_with_retries(endpoint, attempt)
+        return result
+
+    async def _call_once(self, endpoint: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        return await attempt()
+
     async def _get_once(
         self, path: str, params: Mapping[str, str | int], validate: Callable[[Any], str | None] | None
     ) -> Reply:
@@ -175,15 +194,12 @@ class ApiClient:
                             streamed, limit=self.max_response_bytes, api=self.api, endpoint=endpoint
                         )
                     content = response.content
-                except httpx.TimeoutException as exc:
-                    raise TransportError(f"timed out ({type(exc).__name__})", api=self.api, endpoint=endpoint) from exc
                 except httpx.TransportError as exc:
                     untrusted = untrusted_certificate(exc, api=self.api, endpoint=endpoint)
                     if untrusted is not None:
                         raise untrusted from exc
-                    raise TransportError(
-                        f"connection failed ({type(exc).__name__})", api=self.api, endpoint=endpoint
-                    ) from exc
+                    cause = describe_transport_error(exc, self.http.base_url.host)
+                    raise TransportError(cause, api=self.api, endpoint=endpoint) from exc
                 self.gate.observe(response.status_code, response.headers)
             status = response.status_code
             self._by_status[status] = self._by_status.get(status, 0) + 1
@@ -226,8 +242,6 @@ class ApiClient:
                 endpoint=endpoint,
                 status_code=status,
             )
-        if status in RETRYABLE_STATUSES:
-            return HTTPStatusError(f"{detail}; retries exhausted", api=self.api, endpoint=endpoint, status_code=status)
         return HTTPStatusError(detail, api=self.api, endpoint=endpoint, status_code=status)
 
 

@@ -12,6 +12,11 @@ Three things decide when a request may leave, checked in this order:
 3. **The client's budget** (`requests_per_hour`) through an `aiolimiter` token bucket, for servers that send no
    headers.
 
+`X-RateLimit-Reset` is a unix timestamp on the *server's* clock, which may be minutes away from ours. `ServerClock`
+measures the offset from every response's `Date` header and the reset is converted with it: a fast server clock
+would otherwise look like a reset far away (the sync would stop early), a slow one like a reset already past (every
+request a one-at-a-time probe).
+
 When the wait for budget is longer than `max_wait`, `BudgetExhausted` is raised instead of sleeping: the sync
 checkpoints and ends cleanly, and the next scheduled sync carries on.
 """
@@ -30,11 +35,14 @@ from aiolimiter import AsyncLimiter
 
 from .._exceptions import BudgetExhausted
 
-__all__ = ["RateGate", "RateStatistics", "parse_retry_after"]
+__all__ = ["RateGate", "RateStatistics", "ServerClock", "parse_retry_after"]
 
 # After a window's reset time passes, wait this much longer before probing, so a server clock a little behind ours
 # does not answer the probe with a 429.
 _RESET_MARGIN_SECONDS = 0.25
+# `Date` has one-second resolution and arrives after some latency, so samples of the offset scatter by about a
+# second; a sample this far below the estimate means the server's clock really went back.
+_CLOCK_STEP_SECONDS = 2.0
 # Reset values below this are "seconds from now", above it unix timestamps (servers differ).
 _UNIX_TS_THRESHOLD = 1_000_000_000
 
@@ -70,6 +78,45 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, seconds)
 
 
+class ServerClock:
+    """The server's clock as its `Date` headers show it: an offset from ours, and the lowest time it reported.
+
+    Each sample `Date - our clock at receipt` is at most the true offset (`Date` is floored to the second and was
+    stamped before we read it), so the estimate is the highest sample: conversions with it put server times a little
+    *later* on our clock, never earlier (a reset is never probed too soon). A sample well below the estimate is a step
+    back and replaces it.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.offset: float | None = None  # server minus ours, seconds; None until a response had a Date
+        self.lowest: float | None = None  # the lowest server time any response reported
+
+    def __repr__(self) -> str:
+        return f"ServerClock(offset={self.offset}, lowest={self.lowest})"
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        value = headers.get("date")
+        if not value:
+            return
+        try:
+            stamped = email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            return
+        sample = stamped - self._clock()
+        self.lowest = stamped if self.lowest is None else min(self.lowest, stamped)
+        if self.offset is None or sample > self.offset or sample < self.offset - _CLOCK_STEP_SECONDS:
+            self.offset = sample
+
+    def now(self) -> float | None:
+        """The server's time now, or None when no response has said."""
+        return None if self.offset is None else self._clock() + self.offset
+
+    def to_local(self, server_time: float) -> float:
+        """A server timestamp on our clock (unchanged while the offset is unknown)."""
+        return server_time - (self.offset or 0.0)
+
+
 class RateGate:
     """Decides when the next request to one API may be sent. One per API per sync, built inside the event loop."""
 
@@ -84,6 +131,7 @@ class RateGate:
     ) -> None:
         self.api = api
         self._clock = clock
+        self.server_clock = ServerClock(clock)
         self._max_wait = max_wait
         self._slots = anyio.Semaphore(max_concurrency)
         self._bucket = AsyncLimiter(requests_per_hour, time_period=3600)
@@ -181,10 +229,13 @@ class RateGate:
     def observe(self, status_code: int, headers: Mapping[str, str]) -> None:
         """Learn from a response (any status): the server's remaining budget, its reset time, Retry-After."""
         self._responses += 1
+        self.server_clock.observe(headers)
         now = self._clock()
         if status_code == 429:
             self._rate_limited += 1
-            retry_after = parse_retry_after(headers.get("retry-after"), now)
+            # An HTTP-date Retry-After is on the server's clock too.
+            server_now = self.server_clock.now()
+            retry_after = parse_retry_after(headers.get("retry-after"), now if server_now is None else server_now)
             reset = self._parse_reset(headers.get("x-ratelimit-reset"), now)
             if retry_after is not None:
                 # The server said when to come back; after that, probe rather than trust our (wrong) estimate.
@@ -223,12 +274,12 @@ class RateGate:
             self._reset_at = reset
         self._notify()
 
-    @staticmethod
-    def _parse_reset(value: str | None, now: float) -> float | None:
+    def _parse_reset(self, value: str | None, now: float) -> float | None:
+        """The reset on our clock: a unix timestamp is the server's, converted with the measured offset."""
         number = _parse_float(value)
         if number is None:
             return None
-        return number if number >= _UNIX_TS_THRESHOLD else now + number
+        return self.server_clock.to_local(number) if number >= _UNIX_TS_THRESHOLD else now + number
 
 
 def _parse_int(value: str | None) -> int | None:

@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--token-ttl", type=int, default=2592000, help="seconds an Accelo access token stays valid")
     p.add_argument("--no-total", action="store_true", help="omit 'total' from AwardCo bodies")
     p.add_argument("--updated-since-param", default="updated_since", help="name of AwardCo's updated-since parameter")
+    p.add_argument("--clock-offset", type=float, default=0.0, help="seconds the server's clock runs ahead (- behind)")
+    p.add_argument("--no-date", action="store_true", help="send no Date header")
+    p.add_argument("--accelo-page-size-max", type=int, default=100, help="rows an Accelo list serves at most")
     return p
 
 
@@ -64,6 +67,9 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         token_ttl=args.token_ttl,
         awardco_include_total=not args.no_total,
         awardco_updated_since_param=args.updated_since_param,
+        clock_offset=args.clock_offset,
+        send_date=not args.no_date,
+        accelo_page_size_max=args.accelo_page_size_max,
     )
 
 

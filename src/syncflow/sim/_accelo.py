@@ -260,9 +260,10 @@ def select_fields(table: Table, raw: str | None) -> tuple[str, ...]:
     return tuple(f for f in spec.fields if f == "id" or f in wanted)
 
 
-def list_reply(table: Table, params: Mapping[str, str]) -> Reply:
+def list_reply(table: Table, params: Mapping[str, str], *, page_size_max: int = MAX_LIMIT) -> Reply:
     try:
-        limit = min(MAX_LIMIT, _int_param(params, "_limit", DEFAULT_LIMIT, 1))
+        # A deployment may serve fewer rows than `_limit` asks (page_size_max); `_page` then counts served pages.
+        limit = min(MAX_LIMIT, page_size_max, _int_param(params, "_limit", DEFAULT_LIMIT, 1))
         page = _int_param(params, "_page", 0, 0)
         offset = _int_param(params, "_offset", page * limit, 0) if "_offset" in params else page * limit
         fields = select_fields(table, params.get("_fields"))

@@ -91,6 +91,7 @@ class Simulator:
         self._jitter_rng = random.Random(f"{cfg.seed}:jitter")
         # The data-request number drives schedules and mutations; unlike the statistics it is never reset.
         self._data_number = 0
+        self._token_number = 0  # numbers token requests for token_faults; never reset either
         self._in_flight = 0
         self._in_flight_by_api: Counter[str] = Counter()
         self._zero_stats()
@@ -136,6 +137,15 @@ class Simulator:
     # ----------------------------------------------------------------------------------------------------------
     # State changes (all called with the lock held).
 
+    def _now(self) -> float:
+        """The server's clock (see SimConfig: offset from ours, and a step back after some request)."""
+        cfg = self.config
+        now = cfg.clock() + cfg.clock_offset
+        step = cfg.clock_step_back
+        if step is not None and self._data_number >= step[0]:
+            now -= step[1]
+        return now
+
     def _zero_stats(self) -> None:
         self._requests = 0
         self._data_requests = 0
@@ -152,7 +162,7 @@ class Simulator:
     def _apply_mutation_locked(self, mutation: Mutation) -> None:
         rng = random.Random(f"{self.config.seed}:mutation:{self._mutations_applied}")
         self._mutations_applied += 1
-        now = int(self.config.clock())
+        now = int(self._now() - mutation.late_by)
         target: Table | Users = self._users if mutation.source == "awardco" else self._tables[mutation.entity]
         if mutation.modify:
             target.modify(rng, mutation.modify, now)
@@ -175,7 +185,7 @@ class Simulator:
         path: str = scope["path"]
         method: str = scope["method"]
         if path.startswith("/_sim/"):
-            await self._send(send, self._control(method, path), self.config.clock())
+            await self._send(send, self._control(method, path), self._now())
         elif path == _TOKEN_PATH:
             await self._token(scope, receive, send)
         elif path.startswith(_ACCELO_PREFIX) or path == _USERS_PATH:
@@ -202,8 +212,9 @@ class Simulator:
         headers = [
             (b"content-type", reply.content_type.encode()),
             (b"content-length", str(length).encode()),
-            (b"date", formatdate(now, usegmt=True).encode()),
         ]
+        if self.config.send_date:
+            headers.append((b"date", formatdate(now, usegmt=True).encode()))
         headers.extend((k.encode(), v.encode()) for k, v in reply.headers)
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         if drop:
@@ -221,7 +232,7 @@ class Simulator:
             self._requests += 1
             self._by_endpoint[endpoint] += 1
             self._by_status[status] += 1
-            now = self.config.clock()
+            now = self._now()
         await self._send(send, reply, now)
 
     def _control(self, method: str, path: str) -> Reply:
@@ -247,11 +258,18 @@ class Simulator:
         body = b"".join(chunks)
         cfg = self.config
         with self._lock:
-            now = cfg.clock()
+            now = self._now()
             self._requests += 1
             self._token_requests += 1
             self._by_endpoint[f"{scope['method']} {_TOKEN_PATH}"] += 1
-            if scope["method"] != "POST":
+            self._token_number += 1
+            fault = decide(cfg.token_faults, cfg.seed, self._token_number)
+            drop = False
+            if fault.slow:
+                self._count_fault("slow")
+            if fault.kind is not None:
+                reply, drop = self._token_fault(fault.kind)
+            elif scope["method"] != "POST":
                 reply = _accelo.error(405, "method_not_allowed", "Use POST for the token endpoint.")
             else:
                 problem = _accelo.token_request_error(_header(scope, b"authorization"), body, self._credentials)
@@ -270,8 +288,30 @@ class Simulator:
                             "scope": _accelo.token_scope(body),
                         },
                     )
-            self._by_status[reply.status] += 1
-        await self._send(send, reply, now)
+            if not drop:
+                self._by_status[reply.status] += 1
+        if fault.slow:
+            await anyio.sleep(cfg.token_faults.slow_seconds)
+        await self._send(send, reply, now, drop=drop)
+
+    def _token_fault(self, kind: str) -> tuple[Reply, bool]:
+        """An injected token-endpoint failure, shaped as OAuth2 endpoints answer (``error``/``error_description``)."""
+        self._count_fault(kind)
+        if kind in _SERVER_ERRORS:
+            status, message = _SERVER_ERRORS[kind]
+            return json_reply(int(kind), {"error": status, "error_description": message}), False
+        if kind == "html":
+            return Reply(502, _HTML_502, content_type="text/html"), False
+        if kind == "429":
+            return json_reply(429, {"error": "too_many_requests", "error_description": "Slow down."}), False
+        if kind == "401":
+            return json_reply(
+                401, {"error": "invalid_client", "error_description": "Client authentication failed."}
+            ), False
+        ok = json_reply(200, {"access_token": "x" * 32, "token_type": "bearer", "expires_in": "3600"})
+        if kind == "malformed":
+            return Reply(200, ok.body[: len(ok.body) // 2]), False
+        return ok, True  # "drop": the connection breaks mid-body
 
     async def _data(self, api: str, scope: Scope, send: Send) -> None:
         cfg = self.config
@@ -297,7 +337,7 @@ class Simulator:
                 await anyio.sleep(delay)
             # The answer is computed after the latency, so it reflects the state (mutations, clock) at reply time.
             with self._lock:
-                now = cfg.clock()
+                now = self._now()
                 reply, drop = self._answer_locked(api, scope, fault, now)
             await self._send(send, reply, now, drop=drop)
         finally:
@@ -380,7 +420,7 @@ class Simulator:
             return _accelo.error(404, "not_found", f"No such endpoint: {scope['path']}")
         if len(rest) == 2:
             return _accelo.count_reply(table, params)
-        return _accelo.list_reply(table, params)
+        return _accelo.list_reply(table, params, page_size_max=self.config.accelo_page_size_max)
 
 
 class SimTransport(httpx.AsyncBaseTransport):

@@ -29,10 +29,11 @@ def _frozen(mapping: Mapping[int, str] | Mapping[str, int] | None) -> Mapping:  
 
 @dataclass(frozen=True)
 class Faults:
-    """Fault injection on data requests (never on the token endpoint).
+    """Fault injection on data requests (``SimConfig.faults``) or on token requests (``SimConfig.token_faults``).
 
     Rates are fractions of data requests; ``schedule`` forces a fault on the data request with that 1-based number
-    (token requests are not counted) and overrides the random draw for it. A request is checked in this order:
+    (token requests are not counted; for ``token_faults``, the 1-based token-request number) and overrides the
+    random draw for it. A data request is checked in this order:
     authentication (401), the rate-limit window (429), then the fault, so a fault drawn for a request that was
     already refused is not injected (and not counted in ``faults_injected``). "slow" only delays a normal answer.
     """
@@ -64,13 +65,19 @@ class Faults:
 
 @dataclass(frozen=True)
 class Mutation:
-    """Records modified and/or created just before the data request numbered ``after_requests`` is served."""
+    """Records modified and/or created just before the data request numbered ``after_requests`` is served.
+
+    ``late_by`` models a long transaction: the records become visible at that request but carry a timestamp
+    ``late_by`` seconds before the server's clock (the time the transaction started), so a sync whose window ends
+    after that stamp but that already read past them never sees them.
+    """
 
     after_requests: int
     source: str
     entity: str
     modify: int = 0
     create: int = 0
+    late_by: float = 0.0
 
     def __post_init__(self) -> None:
         if self.source not in ("accelo", "awardco"):
@@ -82,11 +89,19 @@ class Mutation:
             raise ValueError(f"Mutation.after_requests is a 1-based data-request number, got {self.after_requests}")
         if self.modify < 0 or self.create < 0:
             raise ValueError("Mutation.modify and Mutation.create must be >= 0")
+        if self.late_by < 0:
+            raise ValueError("Mutation.late_by must be >= 0 (seconds before the server's clock)")
 
 
 @dataclass(frozen=True)
 class SimConfig:
-    """Every knob of the simulator. ``accelo_counts`` entries missing from a given mapping keep their default."""
+    """Every knob of the simulator. ``accelo_counts`` entries missing from a given mapping keep their default.
+
+    Clocks: the server's clock is ``clock() + clock_offset`` (seconds ahead of ours; negative: behind), stepped back
+    by ``clock_step_back[1]`` seconds from the data request numbered ``clock_step_back[0]`` on; it stamps records,
+    rate-limit windows (``X-RateLimit-Reset``) and the ``Date`` header, which ``send_date=False`` leaves out.
+    ``accelo_page_size_max`` caps the rows an Accelo list serves whatever ``_limit`` asks (a deployment serving 50).
+    """
 
     seed: int = 7
     accelo_counts: Mapping[str, int] = field(default_factory=lambda: DEFAULT_ACCELO_COUNTS)
@@ -98,9 +113,14 @@ class SimConfig:
     rate_window: float = 3600.0
     token_ttl: int = 2592000
     faults: Faults = field(default_factory=Faults)
+    token_faults: Faults = field(default_factory=Faults)
     mutations: Sequence[Mutation] = ()
     awardco_include_total: bool = True
     awardco_page_size_max: int = 100
+    accelo_page_size_max: int = 100
+    clock_offset: float = 0.0
+    clock_step_back: tuple[int, float] | None = None
+    send_date: bool = True
     clock: Callable[[], float] = field(default=time.time)
     accelo_client_id: str = ACCELO_CLIENT_ID
     accelo_client_secret: str = ACCELO_CLIENT_SECRET
@@ -118,8 +138,10 @@ class SimConfig:
             raise ValueError("latency and jitter must be >= 0")
         if self.accelo_rate_limit < 1 or self.awardco_rate_limit < 1 or self.rate_window <= 0:
             raise ValueError("rate limits must be >= 1 and rate_window > 0")
-        if self.token_ttl < 1 or self.awardco_page_size_max < 1:
-            raise ValueError("token_ttl and awardco_page_size_max must be >= 1")
+        if self.token_ttl < 1 or self.awardco_page_size_max < 1 or self.accelo_page_size_max < 1:
+            raise ValueError("token_ttl, awardco_page_size_max and accelo_page_size_max must be >= 1")
+        if self.clock_step_back is not None and (self.clock_step_back[0] < 1 or self.clock_step_back[1] < 0):
+            raise ValueError("clock_step_back is (1-based data-request number, seconds >= 0)")
         object.__setattr__(self, "accelo_counts", _frozen(counts))
         object.__setattr__(self, "mutations", tuple(self.mutations))
 

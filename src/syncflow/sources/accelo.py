@@ -3,9 +3,17 @@
 How one entity is read, and why:
 
 - **A frozen window.** At sync start the upper bound is fixed to the server's clock `T` (the token response's `Date`
-  header) and the lower bound is the saved cursor `c`: `<cursor>_after(c - 1)` (Accelo's `_after` is strict, so the
-  cursor's own second is re-read) and `<cursor>_before(T)`. A record modified during the sync gets a date ≥ T, leaves
-  the window, and is read by the next sync, whose lower bound is T. Records can only *leave* the window during a sync.
+  header) and the lower bound is the saved cursor `c` less the lookback `L`: `<cursor>_after(c - L - 1)` (Accelo's
+  `_after` is strict, so the cursor's own second is re-read) and `<cursor>_before(T)`. A record modified during the
+  sync gets a date ≥ T, leaves the window, and is read by the next sync. Records can only *leave* the window during a
+  sync. The lookback catches late commits: a long transaction stamps a record before T but makes it visible after
+  its page was read.
+- **The server's clock.** Bounds are the server's time, never ours: with no `Date` header they end a generous margin
+  behind our clock, and a server clock that steps back mid-sync pulls the saved cursor back to the lowest time it
+  reported (`ServerClock`), so what it stamps there is re-read.
+- **Short pages.** A deployment may serve fewer rows than `_limit`; a short first page while `/count` says more
+  remain sets the page size to what was served (warned once per sync), and inside a slice only an empty page ends
+  it.
 - **Id keyset pages.** Inside the window, pages are `id_greater_than(last id)` + `order_by_asc(id)`. A record that
   leaves the window cannot shift a later page (an offset page would skip one record).
 - **Parallel slices.** `/count` says how many pages the window holds; the id order is cut into slices whose first
@@ -46,6 +54,9 @@ PAGE_LIMIT = 100  # the API's maximum
 MIN_PAGES_PER_SLICE = 4
 # How far behind the saved cursor the server's clock may be before a sync waits for it instead of skipping.
 _MAX_WAIT_FOR_CURSOR_SECOND = 5
+# When no response says what time the server has (no `Date` header), windows end this far behind our own clock: a
+# bound must never pass what the server could already have stamped, and re-reading a quarter hour is cheap.
+UNKNOWN_CLOCK_MARGIN_SECONDS = 900
 
 _I, _F, _S, _B, _T = "INT", "FLOAT", "STRING", "BOOLEAN", "UTC_DATETIME"
 
@@ -134,6 +145,7 @@ class AcceloSource:
         concurrency: int,
         start_date: datetime | None,
         clock_now: float,
+        lookback: int = 0,
     ) -> None:
         self._client = client
         self._auth = auth
@@ -141,13 +153,41 @@ class AcceloSource:
         self._concurrency = concurrency
         self._start = int(start_date.timestamp()) if start_date else None
         self._clock_now = clock_now
+        self.lookback = lookback
         self.server_clock_read_at = 0.0
+        self.short_pages_seen = False  # warned once per sync
+
+    def short_page_warning(self, report: SourceReport, stream: str, asked: int, served: int) -> None:
+        if self.short_pages_seen:
+            return
+        self.short_pages_seen = True
+        message = (
+            f"accelo: the server served {served} rows where _limit={asked} was asked ({stream}) while more remained; "
+            "paging on by the served size (this deployment caps its pages)"
+        )
+        logger.warning("%s", message)
+        report.warnings.append(message)
+
+    def lowest_server_time(self, upper: int) -> int:
+        """`upper`, or lower if a response's `Date` showed the server's clock behind it (a clock stepped back)."""
+        lowest = self._client.gate.server_clock.lowest
+        return upper if lowest is None else min(upper, int(lowest))
 
     async def run(self, prior: Mapping[str, Mapping[str, Any]], tables: list[str]) -> SourceReport:
         report = SourceReport(self.name)
-        # The server's clock when the sync starts: the frozen upper bound of every window.
-        server_now = await self._auth.server_time()
-        upper = int(server_now if server_now is not None else self._clock_now)
+        # The server's clock when the sync starts: the frozen upper bound of every window. The token request is
+        # retried like any request (a 503 from the token endpoint is as transient as one from a list).
+        server_now = await self._client.call(f"POST {TOKEN_PATH}", self._auth.server_time)
+        if server_now is None:
+            # Nothing said the server's time: err towards re-reading rather than past what it could have stamped.
+            server_now = self._clock_now - UNKNOWN_CLOCK_MARGIN_SECONDS
+            message = (
+                "accelo: the server sent no Date header, so its clock is unknown; windows end "
+                f"{UNKNOWN_CLOCK_MARGIN_SECONDS} s behind this machine's clock (those minutes are re-read next sync)"
+            )
+            logger.warning("%s", message)
+            report.warnings.append(message)
+        upper = int(server_now)
         self.server_clock_read_at = anyio.current_time()
         entities = [
             _EntitySync(self, ACCELO_STREAMS[table], prior.get(ACCELO_STREAMS[table].key, {}), upper, report)
@@ -200,6 +240,11 @@ class _EntitySync:
         self.slices: dict[str, dict[str, Any]] | None = None
         self.first_page: tuple[list[dict[str, Any]], int] = ([], 0)
         self.pages_to_slice = 0  # pages of a window too big for one page (0: nothing to share out)
+        # Rows per page the server really serves: PAGE_LIMIT, or less on a deployment that caps its pages.
+        self.page_size = PAGE_LIMIT
+        # Records served so far when the whole window is one slice (None otherwise, and after a resume): once they
+        # reach the count, a short page is the end and the request that would confirm it is saved.
+        self.sole_slice_served: int | None = None
 
     async def _send(self, rows: Sequence[Mapping[str, Any]], patch: Any, *, requests: int) -> None:
         await self.source._send.send(
@@ -237,10 +282,11 @@ class _EntitySync:
             logger.warning("%s; resyncing %s from the start", exc, self.stream.key)
             self.report.warnings.append(f"{exc}; resynced from the start")
             lower, upper, slices = self.source._start, self.server_now if self.stream.cursor else None, None
-        if self.stream.cursor and lower is not None and upper is not None and lower >= upper:
-            upper = await self._past_the_cursor_second(lower, upper)
-            if upper is None:
+        if slices is None and self.stream.cursor and lower is not None and upper is not None:
+            bounds = await self._new_window(lower, upper, from_cursor=self.prior.get("cursor") is not None)
+            if bounds is None:
                 return
+            lower, upper = bounds
         self.window = (lower, upper)
         self.filters = self._window_filters(lower, upper)
         self.slices = slices
@@ -261,25 +307,48 @@ class _EntitySync:
                 if not bounds["done"]:
                     tg.start_soon(self._run_slice, slice_id, bounds, self.filters)
         upper = self.window[1]
-        done: dict[str, Any] = {"cursor": upper} if self.stream.cursor else {}
+        # A server clock that stepped back mid-sync may have stamped records below `upper`: the cursor follows it.
+        cursor = None if upper is None else self.source.lowest_server_time(upper)
+        done: dict[str, Any] = {"cursor": cursor} if self.stream.cursor else {}
         await self._send([], [((), done)], requests=0)
         self.report.completed.append(self.stream.key)
         report_conversions(self.report, self.converter)
+
+    async def _new_window(self, lower: int, upper: int, *, from_cursor: bool) -> tuple[int, int] | None:
+        """The bounds of a new window from `lower` (the saved cursor, or the start date) to the server's `upper`;
+        None when there is nothing to read yet (a start date ahead of the server's clock)."""
+        lookback = self.source.lookback
+        if lower >= upper:
+            waited = await self._past_the_cursor_second(lower, upper)
+            if waited is None and not from_cursor:
+                logger.warning("%s: start_date is ahead of the server's clock; nothing to read yet", self.stream.key)
+                return None
+            if waited is None:
+                # The server's clock went back (or the state came from a clock that ran ahead). What it stamps from
+                # now on is below the cursor, so waiting would lose it: re-read the lookback before its own time.
+                message = (
+                    f"{self.stream.key}: the saved cursor is {lower - upper} s ahead of the server's clock (its clock "
+                    "went back?); re-reading from the server's current time minus the lookback"
+                )
+                logger.warning("%s", message)
+                self.report.warnings.append(message)
+                return upper - max(1, lookback), upper
+            upper = waited
+        # The window overlaps the last one by the lookback: a record committed late (a long transaction) carries a
+        # stamp from before the last window's end although it became visible after that window was read.
+        return (lower - lookback if from_cursor else lower), upper
 
     async def _past_the_cursor_second(self, lower: int, upper: int) -> int | None:
         """The upper bound for a sync that starts within the cursor's own second (or before it).
 
         The last sync read up to, not including, second `lower`; records modified in that second after it started
         are still due. An empty window would put them off by one more sync, so wait until the server's clock has
-        left that second (at most about a second) and read exactly it. A cursor far ahead of the server's clock
-        (a migrated state, clock trouble) is left alone rather than waited for.
+        left that second (at most about a second) and read exactly it. A bound further ahead of the server's clock is
+        not waited for: None, and the caller decides.
         """
         wait = lower + 1 - upper
         if wait > _MAX_WAIT_FOR_CURSOR_SECOND:
-            logger.warning(
-                "%s: the saved cursor is %d s ahead of the server's clock; nothing to read yet", self.stream.key, wait
-            )
-            return None
+            return None  # too far ahead to wait for
         # `upper` is the server's Date header, floored to the second: its clock was at least `upper` when it answered.
         await anyio.sleep(max(0.0, wait - (anyio.current_time() - self.source.server_clock_read_at)))
         return lower + 1
@@ -303,9 +372,10 @@ class _EntitySync:
         """Pages by number, fetched at once: each page's typed rows and how many records it held."""
         found: dict[int, tuple[list[dict[str, Any]], int]] = {}
         client = self.source._client
+        limit = self.page_size  # the served size, so page numbers count pages the way the server cuts them
 
         async def fetch(page: int) -> None:
-            params: dict[str, str | int] = {"_fields": self.fields, "_limit": PAGE_LIMIT, "_page": page,
+            params: dict[str, str | int] = {"_fields": self.fields, "_limit": limit, "_page": page,
                                             "_filters": ",".join([*filters, "order_by_asc(id)"])}  # fmt: skip
             reply = await client.get_json(self.path, params, validate=_list_problem)
             records = reply.body["response"]
@@ -331,15 +401,21 @@ class _EntitySync:
         async with anyio.create_task_group() as tg:
             tg.start_soon(fetch_count)
             tg.start_soon(fetch_first)
-        if self.first_page[1] >= PAGE_LIMIT:
-            self.pages_to_slice = max(1, math.ceil((self.expected_rows or 0) / PAGE_LIMIT))
+        served = self.first_page[1]
+        count = self.expected_rows or 0
+        if 0 < served < PAGE_LIMIT and count > served:
+            # A short first page while the count says more remain: this deployment serves fewer rows than asked.
+            self.page_size = served
+            self.source.short_page_warning(self.report, self.stream.key, PAGE_LIMIT, served)
+        if served >= self.page_size:
+            self.pages_to_slice = max(1, math.ceil(count / self.page_size))
 
     async def _plan(self, slice_budget: int) -> dict[str, dict[str, Any]]:
         filters = self.filters
         lower, upper = self.window
         rows0, served0 = self.first_page
         run: dict[str, Any] = {"lower": lower, "upper": upper}
-        if served0 < PAGE_LIMIT:
+        if served0 < self.page_size:
             # Everything fits in one page: one slice, already done.
             after = max((row["id"] for row in rows0), default=None)
             run["slices"] = {"0": {"lo": None, "hi": None, "after": after, "done": True}}
@@ -369,13 +445,16 @@ class _EntitySync:
             "%s: %d rows in the window, %d pages, %d parallel slices", self.stream.key, count, pages, len(slices)
         )
         # Deliver each slice's first page, then let the slices continue by keyset.
+        if len(starts) == 1:
+            self.sole_slice_served = served0
         pending: dict[str, dict[str, Any]] = {}
         for index, (page, _lo) in enumerate(starts):
             slice_id = str(index)
             bounds = slices[slice_id]
             paginator = IdKeysetPaginator(
-                limit=PAGE_LIMIT, window_filters=filters, after=None, lower_inclusive=bounds["lo"], upper=bounds["hi"]
-            )
+                limit=self.page_size, window_filters=filters, after=None, lower_inclusive=bounds["lo"],
+                upper=bounds["hi"],
+            )  # fmt: skip
             rows, served = seed_pages[page]
             kept, trimmed = paginator.trim(rows)
             try:
@@ -390,7 +469,7 @@ class _EntitySync:
     async def _run_slice(self, slice_id: str, bounds: dict[str, Any], filters: list[str]) -> None:
         client = self.source._client
         paginator = IdKeysetPaginator(
-            limit=PAGE_LIMIT,
+            limit=self.page_size,
             window_filters=filters,
             after=bounds["after"],
             lower_inclusive=bounds["lo"],
@@ -401,9 +480,18 @@ class _EntitySync:
         while paginator.has_next_page:
             reply = await client.get_json(self.path, params, validate=_list_problem)
             records = reply.body["response"]
+            if records and paginator.last_short is not None:
+                # A short page was not the end after all: say so once per sync.
+                self.source.short_page_warning(self.report, self.stream.key, paginator.limit, paginator.last_short)
             kept, trimmed = paginator.trim(self._rows(records))
+            more_expected = True
+            if self.sole_slice_served is not None:
+                self.sole_slice_served += len(records)
+                more_expected = self.sole_slice_served < (self.expected_rows or 0)
             try:
-                paginator.update_state(reply.body, kept, served=len(records), trimmed=trimmed)
+                paginator.update_state(
+                    reply.body, kept, served=len(records), trimmed=trimmed, more_expected=more_expected
+                )
             except ValueError as exc:
                 raise MalformedResponseError(str(exc), api="accelo", endpoint=f"GET {self.path}") from exc
             bounds = {**bounds, "after": paginator.after, "done": not paginator.has_next_page}
