@@ -156,6 +156,10 @@ class ApiClient:
         def on_backoff(details: Any) -> None:
             self._on_backoff(path, window, details)
 
+        async def once() -> T:
+            # A coroutine function, so backoff picks its async retry loop (it inspects the target to decide).
+            return await attempt()
+
         retried: Callable[[], Awaitable[T]] = backoff.on_exception(
             window.waits,
             SourceError,
@@ -166,7 +170,7 @@ class ApiClient:
             on_backoff=on_backoff,
             raise_on_giveup=True,
             logger=None,  # retries are logged by _on_backoff, without backoff's traceback-laden lines
-        )(attempt)
+        )(once)
         return await retried()
 
     def _on_backoff(self, path: str, window: RetryWindow, details: Any) -> None:
