@@ -277,3 +277,38 @@ def test_the_simulator_outage_and_403_knobs_are_validated() -> None:
         Outage(api="nope", start_after_requests=0, seconds=1)
     with pytest.raises(ValueError, match=r"SimConfig\.forbidden"):
         SimConfig(forbidden=["accelo.widgets"])
+
+
+class Recorder:
+    """Stands in for the SDK's `Logging` and `Operations` in `fivetran._summarise`: records each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Callable[[str], None]:
+        return lambda message: self.calls.append((name, message))
+
+
+def test_the_end_of_sync_summary_says_per_stream_completed_skipped_or_failed(
+    make_sim: MakeSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syncflow import fivetran
+
+    simulator = make_sim(seed=16, forbidden=["accelo.payments"])
+    transport = RuleTransport(simulator, _fail_from("/api/v0/jobs", 0))
+    settings = Settings.from_mapping(sim_configuration())
+    with pytest.raises(StreamsFailed) as failure:
+        run_sync(settings, RecordingSink(), StateDocument(), transport=transport)
+    log, op = Recorder(), Recorder()
+    monkeypatch.setattr(fivetran, "log", log)
+    monkeypatch.setattr(fivetran, "op", op)
+    fivetran._summarise(failure.value.result)
+
+    lines = {message.split(":")[0]: (level, message) for level, message in log.calls}
+    assert lines["accelo.companies"][1].startswith("accelo.companies: completed; ")
+    assert lines["accelo.payments"] == ("warning", lines["accelo.payments"][1])
+    assert lines["accelo.payments"][1].startswith("accelo.payments: skipped (accelo GET /api/v0/payments")
+    assert lines["accelo.jobs"][1].startswith("accelo.jobs: failed (accelo GET /api/v0/jobs: answered 400")
+    # The skip reaches the dashboard through the SDK's warning channel (Operations.warning), naming the fix.
+    assert [kind for kind, message in op.calls if message.startswith("accelo.payments skipped:")] == ["warning"]
+    assert log.calls[-1][1].startswith("sync failed for accelo.jobs; everything else is checkpointed")
