@@ -115,9 +115,9 @@ def _summarise(result: SyncResult) -> None:
         )
     for stream, summary in sorted(result.streams.items()):
         line = (
-            f"{stream}: {summary.status}" + (f" ({summary.reason})" if summary.reason else "") + f"; {summary.rows} "
-            f"rows, {summary.requests} requests, {summary.retries} retries, {summary.rate_limited} answered 429, "
-            f"{summary.seconds:.1f} s"
+            f"{stream}: {summary.rows} rows, {summary.requests} requests, {summary.retries} retries, "
+            f"{summary.rate_limited} answered 429, {summary.seconds:.1f} s; {summary.status}"
+            + (f" ({summary.reason})" if summary.reason else "")
         )
         if summary.status in ("completed", "not finished"):
             log.info(line)
