@@ -312,3 +312,38 @@ def test_the_end_of_sync_summary_says_per_stream_completed_skipped_or_failed(
     # The skip reaches the dashboard through the SDK's warning channel (Operations.warning), naming the fix.
     assert [kind for kind, message in op.calls if message.startswith("accelo.payments skipped:")] == ["warning"]
     assert log.calls[-1][1].startswith("sync failed for accelo.jobs; everything else is checkpointed")
+
+
+@pytest.mark.slow
+def test_the_reported_40_second_awardco_outage_is_survived_with_the_default_bound(make_sim: MakeSim) -> None:
+    """The issue's case: AwardCo answered 502 for 40 s mid-sync; the old attempt bound gave up after ~37 s."""
+    simulator = make_sim(seed=17, outages=[Outage(api="awardco", start_after_requests=2, seconds=40.0)])
+    sink = RecordingSink()
+    result, _ = sync_once(simulator, sink, max_retry_seconds="300")
+    assert_matches_truth(sink, simulator)
+    assert result.streams["awardco.user"].status == "completed"
+    assert result.streams["awardco.user"].seconds >= 40.0
+
+
+def test_a_caller_that_stops_iterating_gets_a_final_checkpoint_of_what_it_consumed(make_sim: MakeSim) -> None:
+    from syncflow._sync import iterate_sync
+
+    simulator = make_sim(seed=18)
+    settings = Settings.from_mapping(sim_configuration(checkpoint_every_rows="100000", checkpoint_every_seconds="3600"))
+    sink = RecordingSink()
+    batches = iterate_sync(settings, StateDocument(), transport=simulator.transport(), on_checkpoint=sink.checkpoint)
+    for _ in range(12):
+        batch = next(batches)
+        for row in batch.rows:
+            sink.upsert(batch.schema, batch.table, row)
+    next(batches)  # handed out, never written: the final checkpoint must not cover it
+    batches.close()  # the caller stops (a notebook's break, a cancelled task)
+    assert len(sink.checkpoints) == 1
+    assert assert_checkpoints_safe(sink, simulator) == 1
+    assert covered_rows(sink.checkpoints[-1], simulator) > 0
+
+
+def covered_rows(state: Mapping[str, Any], simulator: Simulator) -> int:
+    from support.helpers import covered_keys
+
+    return sum(len(keys) for keys in covered_keys(state, simulator.ground_truth()).values())

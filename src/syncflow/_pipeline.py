@@ -107,7 +107,8 @@ def iterate_pipeline(
 
     The consumer handles a batch (upserts its rows) before asking for the next one; only then is the batch's state
     patch applied, so `state` (and every `on_checkpoint`) covers exactly the batches the consumer has finished.
-    Closing the generator early cancels every fetch.
+    Closing the generator early cancels every fetch; on that and every other way out (an error, an interrupt) a final
+    checkpoint records the state as of the last batch the consumer finished.
     """
     stats = stats if stats is not None else DrainStatistics()
     started = time.monotonic()
