@@ -107,6 +107,7 @@ def test_permanently_failing_endpoint_fails_within_retry_budget(
     retries = [r for r in caplog.records if path in r.getMessage() and ": retry " in r.getMessage()]
     assert len(retries) == transport.overridden[path] - 1
     assert all("gives up at" in r.getMessage() and "max_retry_seconds=2" in r.getMessage() for r in retries)
+    assert any(f"giving up on {path} after {len(retries) + 1} tries" in r.getMessage() for r in caplog.records)
 
 
 def test_retry_time_budget_bounds_a_failing_endpoint(make_sim: MakeSim) -> None:

@@ -156,6 +156,17 @@ class ApiClient:
         def on_backoff(details: Any) -> None:
             self._on_backoff(path, window, details)
 
+        def on_giveup(details: Any) -> None:
+            if window.first_failure is not None and _is_retryable(details["exception"]):
+                logger.warning(
+                    "%s: giving up on %s after %d tries over %.0f s (max_retry_seconds=%g)",
+                    self.api,
+                    path,
+                    details["tries"],
+                    self._clock() - window.first_failure,
+                    window.policy.max_time,
+                )
+
         async def once() -> T:
             # A coroutine function, so backoff picks its async retry loop (it inspects the target to decide).
             return await attempt()
@@ -168,6 +179,7 @@ class ApiClient:
             max_time=None,
             jitter=None,  # the window jitters (and honours Retry-After) itself
             on_backoff=on_backoff,
+            on_giveup=on_giveup,
             raise_on_giveup=True,
             logger=None,  # retries are logged by _on_backoff, without backoff's traceback-laden lines
         )(once)
