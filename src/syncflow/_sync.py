@@ -299,6 +299,9 @@ def _failure_message(failures: Mapping[str, SyncflowError], result: SyncResult) 
     )
     if result.skipped:
         others += f"; skipped (no permission): {', '.join(sorted(result.skipped))}"
+    stopped = sorted(key for key, summary in result.streams.items() if summary.status == "stopped")
+    if stopped:
+        others += f"; stopped by the rate budget (resumed next sync): {', '.join(stopped)}"
     return f"{'; '.join(parts)}. {others}; the failed streams resume from their last checkpoint next sync"
 
 
