@@ -347,3 +347,36 @@ def covered_rows(state: Mapping[str, Any], simulator: Simulator) -> int:
     from support.helpers import covered_keys
 
     return sum(len(keys) for keys in covered_keys(state, simulator.ground_truth()).values())
+
+
+class InterruptingProgress:
+    """A progress display interrupted (Ctrl-C) while the drain reports batch number `at`: inside the pipeline."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.batches = 0
+
+    def on_start(self, budgets: Callable[[], Mapping[str, Any]]) -> None:
+        return None
+
+    def on_batch(self, batch: Any) -> None:
+        self.batches += 1
+        if self.batches == self.at:
+            raise KeyboardInterrupt
+
+    def on_checkpoint(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def test_an_interrupt_inside_the_pipeline_checkpoints_every_batch_it_finished(make_sim: MakeSim) -> None:
+    simulator = make_sim(seed=19)
+    sink = RecordingSink()
+    settings = Settings.from_mapping(sim_configuration(checkpoint_every_rows="100000", checkpoint_every_seconds="3600"))
+    with pytest.raises(KeyboardInterrupt):
+        run_sync(settings, sink, StateDocument(), transport=simulator.transport(), progress=InterruptingProgress(20))
+    assert len(sink.checkpoints) == 1 and sink.log[-1] == ("checkpoint", 0)
+    assert assert_checkpoints_safe(sink, simulator) == 1
+    assert covered_rows(sink.checkpoints[0], simulator) > 0
