@@ -11,10 +11,11 @@ import pytest
 
 from conftest import RecordingSink, assert_matches_truth, sim_configuration, sync_once
 from support.helpers import assert_checkpoints_safe, durable_sink
-from syncflow import HTTPStatusError, Settings
+from syncflow import HTTPStatusError, Settings, StreamsFailed
 from syncflow._state import StateDocument
 from syncflow._sync import run_sync
 from syncflow.sim import Faults, Mutation, Simulator
+from syncflow.sources import ACCELO_STREAMS
 
 
 def test_full_sync_equals_ground_truth_for_all_seven_tables(make_sim: Any) -> None:
@@ -154,16 +155,18 @@ def test_retries_run_out_and_the_sync_fails_without_moving_the_cursor(make_sim: 
     sim = make_sim(faults=Faults(error_rate=1.0))
     sink = RecordingSink()
     state = StateDocument({"accelo.companies": {"cursor": 1_600_000_000}})
-    with pytest.raises(HTTPStatusError) as caught:
-        sync_once(sim, sink, state, max_retries="2", max_retry_seconds="5")
+    with pytest.raises(StreamsFailed) as caught:
+        sync_once(sim, sink, state, max_retry_seconds="1")
     assert "retries exhausted" in str(caught.value)
-    assert caught.value.api in {"accelo", "awardco"}
+    assert set(caught.value.failures) == {*(s.key for s in ACCELO_STREAMS.values()), "awardco.user"}
+    assert all(isinstance(error, HTTPStatusError) for error in caught.value.failures.values())
     assert sink.upserts == 0
     assert state.stream("accelo.companies") == {"cursor": 1_600_000_000}
 
 
 @pytest.mark.parametrize("status", [400, 403, 404, 422])
 def test_other_4xx_fail_fast_with_one_clear_line(status: int) -> None:
+    """A 4xx other than 401/429 is not retried; a 403 skips its stream (a warning), the others fail it."""
     calls: list[str] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -171,11 +174,19 @@ def test_other_4xx_fail_fast_with_one_clear_line(status: int) -> None:
         return httpx.Response(status, json={"error": f"nope {status}"})
 
     settings = Settings.from_mapping(sim_configuration(sources="awardco"))
-    with pytest.raises(HTTPStatusError) as caught:
+    if status == 403:
+        result = run_sync(settings, RecordingSink(), StateDocument(), transport=httpx.MockTransport(answer))
+        assert len(calls) == 1, "a 403 is not retried"
+        assert result.streams["awardco.user"].status == "skipped"
+        assert f"nope {status}" in result.skipped["awardco.user"]
+        return
+    with pytest.raises(StreamsFailed) as caught:
         run_sync(settings, RecordingSink(), StateDocument(), transport=httpx.MockTransport(answer))
     assert len(calls) == 1, "a 4xx other than 429 is not retried"
+    error = caught.value.failures["awardco.user"]
+    assert isinstance(error, HTTPStatusError) and error.status_code == status
     message = str(caught.value)
-    assert message.startswith("awardco GET /api/users: answered") and f"nope {status}" in message
+    assert message.startswith("awardco.user failed: awardco GET /api/users: answered") and f"nope {status}" in message
     assert "\n" not in message
 
 

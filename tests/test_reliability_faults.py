@@ -16,7 +16,7 @@ import pytest
 from conftest import RecordingSink, assert_matches_truth, sync_once
 from support.helpers import RuleTransport, assert_checkpoints_safe, durable_sink
 from syncflow import Settings
-from syncflow._exceptions import HTTPStatusError, SourceError, SyncflowError
+from syncflow._exceptions import HTTPStatusError, StreamsFailed
 from syncflow._state import StateDocument
 from syncflow._sync import run_sync
 from syncflow.sim import Faults, Simulator
@@ -35,7 +35,7 @@ def _sync_under_faults(make_sim: MakeSim, caplog: pytest.LogCaptureFixture, seed
     simulator = make_sim(seed=seed, faults=faults, **sim)
     sink = RecordingSink()
     caplog.set_level(logging.WARNING, logger="syncflow")
-    result, _state = sync_once(simulator, sink, max_retries="8", max_retry_seconds="60", checkpoint_every_rows="150")
+    result, _state = sync_once(simulator, sink, max_retry_seconds="60", checkpoint_every_rows="150")
     stats = simulator.stats()
 
     assert_matches_truth(sink, simulator)
@@ -49,7 +49,7 @@ def _sync_under_faults(make_sim: MakeSim, caplog: pytest.LogCaptureFixture, seed
     failures = stats.faults_injected - stats.faults_by_kind.get("slow", 0)
     retries = sum(r.retries for r in result.requests.values())
     assert retries == failures, f"{retries} retries for {failures} failed requests ({stats.faults_by_kind})"
-    retry_line = re.compile(r"; retry \d+ in [\d.]+ s$")
+    retry_line = re.compile(r"; retry \d+ in [\d.]+ s \(gives up at ")
     logged = [r for r in caplog.records if r.name == "syncflow" and retry_line.search(r.getMessage())]
     assert len(logged) == retries
     assert all(r.levelno == logging.WARNING for r in logged)
@@ -87,33 +87,37 @@ def test_permanently_failing_endpoint_fails_within_retry_budget(
 ) -> None:
     simulator = make_sim(seed=5)
     transport = RuleTransport(simulator, _always(503, path))
-    settings = Settings.from_mapping(sim_configuration(max_retries="2", max_retry_seconds="10"))
+    settings = Settings.from_mapping(sim_configuration(max_retry_seconds="2"))
     caplog.set_level(logging.WARNING, logger="syncflow")
     started = time.monotonic()
-    with pytest.raises(SyncflowError) as failure:
+    with pytest.raises(StreamsFailed) as failure:
         run_sync(settings, RecordingSink(), StateDocument(), streams=streams, transport=transport)
     elapsed = time.monotonic() - started
 
-    error = failure.value
+    stream = "awardco.user" if api == "awardco" else "accelo.invoices"
+    assert list(failure.value.failures) == [stream], "only the failing stream failed"
+    error = failure.value.failures[stream]
     assert isinstance(error, HTTPStatusError) and error.status_code == 503
     assert error.api == api and error.endpoint == f"GET {path}"
-    message = str(error)
+    message = str(failure.value)
     assert "\n" not in message
-    assert f"{api} GET {path}" in message and "503" in message and "retries exhausted" in message
-    # Bounded: max_retries=2 means 3 attempts, then give up (well inside max_retry_seconds).
-    assert transport.overridden[path] == 3
+    assert f"{stream} failed: {api} GET {path}" in message and "503" in message and "retries exhausted" in message
+    # Bounded by time (2 s after the first failure, plus the last try), not by a count of tries.
+    assert transport.overridden[path] >= 3
     assert elapsed < 10
-    retries = [r for r in caplog.records if path in r.getMessage() and "retry" in r.getMessage()]
-    assert len(retries) == 2
+    retries = [r for r in caplog.records if path in r.getMessage() and "; retry " in r.getMessage()]
+    assert len(retries) == transport.overridden[path] - 1
+    assert all("gives up at" in r.getMessage() and "max_retry_seconds=2" in r.getMessage() for r in retries)
+    assert any(f"giving up on {path} after {len(retries) + 1} tries" in r.getMessage() for r in caplog.records)
 
 
 def test_retry_time_budget_bounds_a_failing_endpoint(make_sim: MakeSim) -> None:
-    """Many allowed attempts but a 2 s time budget: the sync gives up after about 2 s, not after 100 tries."""
+    """A 2 s time budget: the sync gives up after about 2 s (max_retries, deprecated, no longer counts)."""
     simulator = make_sim(seed=5)
     transport = RuleTransport(simulator, _always(502, "/api/v0/jobs"))
     settings = Settings.from_mapping(sim_configuration(max_retries="100", max_retry_seconds="2"))
     started = time.monotonic()
-    with pytest.raises(SourceError, match=r"accelo GET /api/v0/jobs: answered 502"):
+    with pytest.raises(StreamsFailed, match=r"accelo.jobs failed: accelo GET /api/v0/jobs: answered 502"):
         run_sync(settings, RecordingSink(), StateDocument(), streams=["jobs"], transport=transport)
     assert time.monotonic() - started < 6
     assert 2 <= transport.overridden["/api/v0/jobs"] < 100
@@ -142,10 +146,10 @@ def _fail_after(path: str, ok_requests: int, status: int = 500) -> Rule:
 def test_failed_page_is_never_treated_as_empty(make_sim: MakeSim, stream: str, path: str, ok_requests: int) -> None:
     simulator = make_sim(seed=9)
     transport = RuleTransport(simulator, _fail_after(path, ok_requests))
-    configuration = sim_configuration(max_retries="1", max_retry_seconds="5", checkpoint_every_rows="50")
+    configuration = sim_configuration(max_retry_seconds="1", checkpoint_every_rows="50")
     settings = Settings.from_mapping(configuration)
     sink = RecordingSink()
-    with pytest.raises(HTTPStatusError, match=re.escape(f"GET {path}")):
+    with pytest.raises(StreamsFailed, match=re.escape(f"GET {path}")):
         run_sync(settings, sink, StateDocument(), transport=transport)
 
     # Some of the stream was delivered, not all of it, and the saved state does not claim it complete.

@@ -221,13 +221,13 @@ def test_an_oversized_page_or_token_is_retried_then_fails_never_an_empty_page(
     make_sim: Callable[..., Simulator], path: str, endpoint: str
 ) -> None:
     transport = RuleTransport(make_sim(), _bomb_on(path))
-    settings = Settings.from_mapping(sim_configuration(max_retries="2", max_retry_seconds="20", max_response_mb="2"))
+    settings = Settings.from_mapping(sim_configuration(max_retry_seconds="1", max_response_mb="2"))
     sink = RecordingSink()
     with pytest.raises(SyncflowError) as failure:
         run_sync(settings, sink, StateDocument(), streams=["accelo.companies"], transport=transport)
     message = str(failure.value)
     assert f"accelo {endpoint}: body larger than 2 MiB once decoded" in message and "max_response_mb" in message
-    assert transport.overridden[path] == 3, "retried like a malformed body (1 + max_retries), token included"
+    assert transport.overridden[path] >= 2, "retried like a malformed body (until max_retry_seconds), token included"
     assert not sink.tables.get("accelo.companies"), "no page was delivered from a body that was not read"
 
 
@@ -433,7 +433,7 @@ def test_an_untrusted_certificate_fails_at_once_saying_how_to_trust_it(
     url, sim = tls_sim
     settings = Settings.from_mapping(_tls_configuration(url))
     assert tls_verification(settings) is True
-    with pytest.raises(SourceError) as failure:
+    with pytest.raises(SyncflowError) as failure:
         run_sync(settings, RecordingSink(), StateDocument(), streams=[stream])
     message = str(failure.value)
     assert "TLS certificate not trusted" in message and "set ca_bundle" in message, message

@@ -22,15 +22,17 @@ from ._exceptions import (
     ConfigurationError,
     HTTPStatusError,
     MalformedResponseError,
+    PermissionDenied,
     SourceError,
     StateError,
+    StreamsFailed,
     SyncflowError,
     TransportError,
 )
 from ._pipeline import Sink
 from ._redaction import Secret
 from ._streams import Stream
-from ._sync import SyncResult
+from ._sync import StreamSummary, SyncResult
 
 __version__ = "0.1.0"
 
@@ -45,12 +47,15 @@ __all__ = [
     "MalformedResponseError",
     "MockSettings",
     "Page",
+    "PermissionDenied",
     "Secret",
     "Settings",
     "Sink",
     "SourceError",
     "StateError",
     "Stream",
+    "StreamSummary",
+    "StreamsFailed",
     "SyncResult",
     "SyncflowError",
     "TransportError",

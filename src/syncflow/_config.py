@@ -64,7 +64,7 @@ KNOWN_KEYS = frozenset(
         "checkpoint_every_seconds",
         "queue_pages",
         "request_timeout_seconds",
-        "max_retries",
+        "max_retries",  # deprecated and ignored: retries are bounded by max_retry_seconds alone
         "max_retry_seconds",
         "mock_seed",
         "mock_scale",
@@ -124,8 +124,7 @@ class Settings:
     checkpoint_every_seconds: float = 30.0
     queue_pages: int = 64
     request_timeout_seconds: float = 60.0
-    max_retries: int = 8
-    max_retry_seconds: float = 300.0
+    max_retry_seconds: float = 300.0  # how long one request is retried after its first failure (the only bound)
     max_response_mb: float = DEFAULT_MAX_RESPONSE_MB
     ca_bundle: Path | None = None  # PEM CA certificates trusted instead of the default store (verification stays on)
 
@@ -390,6 +389,7 @@ def _parse(raw: Mapping[str, Any]) -> Settings:
         raise ConfigurationError(
             'configuration: no source configured; set the accelo_* or awardco_* keys, or "use_mock": "true"'
         )
+    _warn_deprecated_max_retries(reader)
     mock = MockSettings(
         seed=reader.integer("mock_seed", 7, minimum=0),
         scale=reader.number("mock_scale", 1.0),
@@ -407,8 +407,18 @@ def _parse(raw: Mapping[str, Any]) -> Settings:
         checkpoint_every_seconds=reader.number("checkpoint_every_seconds", 30.0),
         queue_pages=reader.integer("queue_pages", 64, maximum=100_000),
         request_timeout_seconds=reader.number("request_timeout_seconds", 60.0, minimum=0.001),
-        max_retries=reader.integer("max_retries", 8, minimum=0, maximum=100),
         max_retry_seconds=reader.number("max_retry_seconds", 300.0),
         max_response_mb=reader.number(MAX_RESPONSE_KEY, DEFAULT_MAX_RESPONSE_MB, minimum=0.01),
         ca_bundle=_parse_ca_bundle(reader),
     )
+
+
+def _warn_deprecated_max_retries(reader: _Reader) -> None:
+    # An attempt count ended outages long before max_retry_seconds (9 tries of jittered backoff last ~40 s), so it
+    # no longer bounds anything. The key stays accepted (and checked) so existing configuration files keep working.
+    if reader.text("max_retries"):
+        reader.integer("max_retries", 8, minimum=0, maximum=100)
+        logger.warning(
+            "%s: deprecated and ignored; retries are bounded by time alone (max_retry_seconds); remove the key",
+            reader.name("max_retries"),
+        )

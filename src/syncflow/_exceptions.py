@@ -6,9 +6,11 @@
     └── SourceError               something went wrong talking to an API (names the API and endpoint)
         ├── HTTPStatusError       the API answered a status we do not retry (or retries ran out): 4xx, 5xx
         │   └── AuthenticationError   401/403 that a token refresh did not cure; bad credentials
+        │       └── PermissionDenied  403 on one resource: the credentials work but may not read it (skipped)
         ├── TransportError        timeouts and connection failures that outlived their retries
         ├── MalformedResponseError    a body that is not the JSON shape the API promises
         └── BudgetExhausted       the rate budget is spent and its reset is further than the allowed wait
+    └── StreamsFailed             one or more streams failed for good; every other stream completed (a summary)
 
 Foreign errors (httpx, json) are converted into this tree at one boundary, `syncflow._http._client`, with
 ``raise ... from exc`` so the original stays on ``__cause__``. No message ever contains a secret: URLs are redacted
@@ -17,14 +19,19 @@ before they are put into one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 __all__ = [
     "AuthenticationError",
     "BudgetExhausted",
     "ConfigurationError",
     "HTTPStatusError",
     "MalformedResponseError",
+    "PermissionDenied",
     "SourceError",
     "StateError",
+    "StreamsFailed",
     "SyncflowError",
     "TransportError",
 ]
@@ -54,13 +61,20 @@ class SourceError(SyncflowError):
 class HTTPStatusError(SourceError):
     """The API answered with a status we do not (or no longer) retry."""
 
-    def __init__(self, message: str, *, api: str, endpoint: str, status_code: int) -> None:
+    def __init__(
+        self, message: str, *, api: str, endpoint: str, status_code: int, retry_after: float | None = None
+    ) -> None:
         super().__init__(message, api=api, endpoint=endpoint)
         self.status_code = status_code
+        self.retry_after = retry_after  # seconds the server asked us to wait (a 429's Retry-After), if it said
 
 
 class AuthenticationError(HTTPStatusError):
     """Credentials were refused (a token refresh did not help)."""
+
+
+class PermissionDenied(AuthenticationError):
+    """A 403 on one resource's endpoint: the credentials are valid but may not read it. That stream is skipped."""
 
 
 class TransportError(SourceError):
@@ -77,3 +91,16 @@ class BudgetExhausted(SourceError):
     def __init__(self, message: str, *, api: str, endpoint: str, reset_in: float) -> None:
         super().__init__(message, api=api, endpoint=endpoint)
         self.reset_in = reset_in
+
+
+class StreamsFailed(SyncflowError):
+    """Some streams failed for good; the others ran to completion and everything delivered is checkpointed.
+
+    `failures` maps each failed stream ("accelo.invoices") to its error; `result` is the sync's `SyncResult` (per
+    stream: completed, skipped or failed, and why).
+    """
+
+    def __init__(self, message: str, *, failures: Mapping[str, SyncflowError], result: Any) -> None:
+        super().__init__(message)
+        self.failures = dict(failures)
+        self.result = result

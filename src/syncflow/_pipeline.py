@@ -11,7 +11,9 @@ Invariants, each relied on by the resume guarantee:
   applied patch, so it never covers a row that was not upserted.
 - Producers send a stream's (or a slice's) batches in order, so patches arrive in order per slice.
 - The stream is bounded (`queue_pages`): a slow drain stalls the fetchers, memory does not grow with the data.
-- The first error anywhere cancels every fetch and fails the sync; the last checkpoint stays valid.
+- Streams fail alone (their sources contain a stream's failure); an error that reaches the pipeline cancels every
+  fetch, and on every exit path (an error, cancellation, KeyboardInterrupt, the consumer closing the generator) a
+  final checkpoint records the state as of the last batch whose rows were all upserted.
 """
 
 from __future__ import annotations
@@ -105,10 +107,12 @@ def iterate_pipeline(
 
     The consumer handles a batch (upserts its rows) before asking for the next one; only then is the batch's state
     patch applied, so `state` (and every `on_checkpoint`) covers exactly the batches the consumer has finished.
-    Closing the generator early cancels every fetch.
+    Closing the generator early cancels every fetch; on that and every other way out (an error, an interrupt) a final
+    checkpoint records the state as of the last batch the consumer finished.
     """
     stats = stats if stats is not None else DrainStatistics()
     started = time.monotonic()
+    applied_since_checkpoint = False
     with start_blocking_portal(backend="asyncio") as portal:
         send, receive = portal.call(_open_stream, queue_pages)
         future = portal.start_task_soon(_produce_then_close, produce, send)
@@ -122,6 +126,7 @@ def iterate_pipeline(
                 for batch in batches:
                     yield batch
                     state.apply(batch.stream, batch.patch)
+                    applied_since_checkpoint = True
                     stats.batches += 1
                     stats.rows[batch.stream] = stats.rows.get(batch.stream, 0) + len(batch.rows)
                     rows_since += len(batch.rows)
@@ -133,11 +138,17 @@ def iterate_pipeline(
                     if on_checkpoint is not None and (batch.checkpoint or due):
                         on_checkpoint(state.as_dict())
                         stats.checkpoints += 1
+                        applied_since_checkpoint = False
                         rows_since = 0
                         last_checkpoint = now
             result = future.result()
-        except BaseException:
+        except BaseException as exc:
             future.cancel()
+            # Whatever ended the sync (a failed producer, a cancelled or interrupted drain, the consumer closing us
+            # mid-batch), `state` holds only patches of batches whose rows were all upserted: checkpoint it, so the
+            # destination keeps those rows instead of dropping everything after the last periodic checkpoint.
+            if on_checkpoint is not None and applied_since_checkpoint:
+                _final_checkpoint(on_checkpoint, state, stats, exc)
             raise
         finally:
             portal.call(receive.aclose)
@@ -147,6 +158,22 @@ def iterate_pipeline(
         on_checkpoint(state.as_dict())
         stats.checkpoints += 1
     return result
+
+
+def _final_checkpoint(
+    on_checkpoint: Callable[[Mapping[str, Any]], None],
+    state: StateDocument,
+    stats: DrainStatistics,
+    cause: BaseException,
+) -> None:
+    """The checkpoint taken on the way out of a failed sync. The failure that ended the sync stays the one raised:
+    if this checkpoint fails too (a sink that broke), that is logged, and the previous checkpoint still holds."""
+    try:
+        on_checkpoint(state.as_dict())
+    except Exception as exc:
+        logger.error("could not checkpoint on the way out (%s: %s) after: %s", type(exc).__name__, exc, cause)
+        return
+    stats.checkpoints += 1
 
 
 def run_pipeline(
@@ -188,8 +215,14 @@ def drain_into(sink: Sink, batches: Generator[Batch, None, T]) -> T:
             result: T = done.value
             return result
         schema, table = batch.schema, batch.table
-        for row in batch.rows:
-            upsert(schema, table, row)
+        try:
+            for row in batch.rows:
+                upsert(schema, table, row)
+        except BaseException:
+            # Close now, not when the traceback is freed: the generator takes its final checkpoint (of the batches
+            # before this one) and stops the fetchers while the sink is still ours to call.
+            batches.close()
+            raise
 
 
 async def _open_stream(size: int) -> tuple[ObjectSendStream[Batch], MemoryObjectReceiveStream[Batch]]:

@@ -1,8 +1,13 @@
 """One sync: build each API's client inside the event loop, run the sources concurrently, drain in order.
 
-Each API gets its own `RateGate` (budget + server headers + in-flight cap), auth and retries. A source whose budget
-runs out (`BudgetExhausted`) stops by itself: what it delivered is checkpointed, the other source carries on, and the
-sync ends cleanly with a warning. Any other error cancels everything and fails the sync with one clear message.
+Each API gets its own `RateGate` (budget + server headers + in-flight cap), auth and retries. Streams fail alone:
+- a stream that fails for good (retries exhausted, a 4xx, a body malformed on every try) is reported and the other
+  streams of both APIs run to completion; a 403 skips its stream with a warning and does not fail the sync;
+- refused credentials (401) end every stream of that API, and the other API carries on;
+- a source whose budget runs out (`BudgetExhausted`) stops by itself and the sync ends cleanly with a warning.
+Everything delivered is checkpointed before a failure is reported (`StreamsFailed`, naming the failed streams);
+each failed stream resumes from its own last checkpoint. Anything else (a bug) cancels everything; the pipeline
+still takes a final checkpoint of what was fully delivered.
 """
 
 from __future__ import annotations
@@ -21,7 +26,15 @@ import httpx
 from anyio.abc import ObjectSendStream
 
 from ._config import Settings
-from ._exceptions import BudgetExhausted, ConfigurationError, SyncflowError
+from ._exceptions import (
+    AuthenticationError,
+    BudgetExhausted,
+    ConfigurationError,
+    PermissionDenied,
+    SourceError,
+    StreamsFailed,
+    SyncflowError,
+)
 from ._http import ApiClient, ApiKeyAuth, OAuth2ClientCredentials, RateGate, RequestStatistics, RetryPolicy
 from ._http._body import ACCEPT_ENCODING
 from ._http._origin import cleartext_problem, origin_guard
@@ -29,7 +42,7 @@ from ._pipeline import Batch, DrainStatistics, Progress, Sink, drain_into, itera
 from ._state import StateDocument
 from ._streams import Stream
 from .sources import ACCELO_STREAMS, AWARDCO_STREAMS, AcceloSource, AwardcoSource
-from .sources._common import SourceReport
+from .sources._common import SourceReport, fails_alone, permission_hint
 
 __all__ = [
     "StreamSummary",
@@ -53,6 +66,11 @@ class StreamSummary:
     retries: int
     rate_limited: int
     seconds: float
+    # "completed"; "skipped" (a 403: the credentials may not read it); "failed" (for good: reason says why; it
+    # resumes from its last checkpoint); "stopped" (its API's rate budget ran out; resumes next sync);
+    # "not finished" (nothing to read yet, e.g. a saved cursor ahead of the server's clock).
+    status: str = "completed"
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,8 @@ class SyncResult:
     warnings: tuple[str, ...]
     completed: tuple[str, ...]
     stopped_early: bool
+    failed: Mapping[str, str]  # stream -> why it failed for good
+    skipped: Mapping[str, str]  # stream -> why it was skipped
     seconds: float
     checkpoints: int
     simulator: Any = field(default=None, repr=False)  # the in-process simulator when use_mock (for inspection)
@@ -162,7 +182,7 @@ class _Producer:
         )
 
     def _retry(self) -> RetryPolicy:
-        return RetryPolicy(max_tries=self.settings.max_retries + 1, max_time=self.settings.max_retry_seconds)
+        return RetryPolicy(max_time=self.settings.max_retry_seconds)
 
     def _gate(self, api: str, per_hour: int) -> RateGate:
         return RateGate(
@@ -210,17 +230,45 @@ class _Producer:
         return reports
 
     async def _run(self, source: AcceloSource | AwardcoSource, tables: list[str], reports: list[SourceReport]) -> None:
+        report = SourceReport(source.name)
+        reports.append(report)  # kept even if the source fails: it says which streams completed before
         try:
-            reports.append(await source.run(self.prior, tables))
+            await source.run(self.prior, tables, report=report)
         except BaseException as exc:
             leaves = _leaves(exc)
-            budget = [leaf for leaf in leaves if isinstance(leaf, BudgetExhausted)]
-            if not budget or len(budget) != len(leaves):
-                raise
-            # Only this source ran out of budget: what it delivered is in the state; the next sync carries on.
-            message = f"{budget[0]}; delivered rows are checkpointed and the next sync resumes"
-            logger.warning("%s", message)
-            reports.append(SourceReport(source.name, warnings=[message], stopped_early=True))
+            if leaves and all(isinstance(leaf, BudgetExhausted) for leaf in leaves):
+                # Only this source ran out of budget: what it delivered is in the state; the next sync carries on.
+                message = f"{leaves[0]}; delivered rows are checkpointed and the next sync resumes"
+                logger.warning("%s", message)
+                report.warnings.append(message)
+                report.stopped_early = True
+                return
+            errors = fails_alone(exc)
+            if errors is None:
+                # Refused credentials end this API's streams, not the other API's. Anything else is not ours to
+                # contain (a bug, a cancellation): it fails the sync, after the pipeline's final checkpoint.
+                refused: list[SourceError] = [leaf for leaf in leaves if isinstance(leaf, AuthenticationError)]
+                if not refused or not all(isinstance(leaf, SourceError) for leaf in leaves):
+                    raise
+                errors = refused
+            self._record_unfinished(source.name, tables, errors, report)
+
+    def _record_unfinished(
+        self, source: str, tables: list[str], errors: list[SourceError], report: SourceReport
+    ) -> None:
+        done = {*report.completed, *report.failed, *report.skipped}
+        unfinished = [key for key in (f"{source}.{table}" for table in tables) if key not in done]
+        if all(isinstance(error, PermissionDenied) for error in errors):
+            for key in unfinished:
+                message = permission_hint(key, errors[0])
+                logger.warning("%s", message)
+                report.warnings.append(message)
+                report.skipped[key] = str(errors[0])
+            return
+        first = next(error for error in errors if not isinstance(error, PermissionDenied))
+        for key in unfinished:
+            report.failed[key] = first
+        logger.warning("%s failed: %s; the other streams carry on", ", ".join(unfinished), first)
 
 
 def tls_verification(settings: Settings) -> ssl.SSLContext | bool:
@@ -277,7 +325,32 @@ def iterate_sync(
             progress.close()
     if changes:
         reports.append(SourceReport("state", warnings=changes))
-    return _result(producer, chosen, reports, drained, simulator)
+    # The pipeline has checkpointed everything delivered; only now is a failure reported.
+    result = _result(producer, chosen, reports, drained, simulator)
+    failures = {key: error for report in reports for key, error in report.failed.items()}
+    if failures:
+        raise StreamsFailed(_failure_message(failures, result), failures=failures, result=result)
+    return result
+
+
+def _failure_message(failures: Mapping[str, SyncflowError], result: SyncResult) -> str:
+    """One line: which streams failed and why (streams failing for the same reason grouped), and what completed."""
+    by_reason: dict[str, list[str]] = {}
+    for key, error in sorted(failures.items()):
+        by_reason.setdefault(str(error), []).append(key)
+    parts = [f"{', '.join(keys)} failed: {reason}" for reason, keys in by_reason.items()]
+    completed = sorted(result.completed)
+    others = (
+        f"the other streams completed and are checkpointed ({', '.join(completed)})"
+        if completed
+        else "no other stream completed"
+    )
+    if result.skipped:
+        others += f"; skipped (no permission): {', '.join(sorted(result.skipped))}"
+    stopped = sorted(key for key, summary in result.streams.items() if summary.status == "stopped")
+    if stopped:
+        others += f"; stopped by the rate budget (resumed next sync): {', '.join(stopped)}"
+    return f"{'; '.join(parts)}. {others}; the failed streams resume from their last checkpoint next sync"
 
 
 def run_sync(
@@ -305,12 +378,15 @@ def _result(
         paths = client.statistics().by_path if client is not None else {}
         mine = [figures for path, figures in paths.items() if path in (stream.endpoint, f"{stream.endpoint}/count")]
         first, last = drained.spans.get(stream.key, (0.0, 0.0))
+        status, reason = _status(stream, reports)
         streams[stream.key] = StreamSummary(
             rows=drained.rows.get(stream.key, 0),
             requests=sum(f.requests for f in mine),
             retries=sum(f.retries for f in mine),
             rate_limited=sum(f.rate_limited for f in mine),
             seconds=last - first,
+            status=status,
+            reason=reason,
         )
     return SyncResult(
         streams=streams,
@@ -319,10 +395,25 @@ def _result(
         warnings=tuple(w for r in reports for w in r.warnings),
         completed=tuple(s for r in reports for s in r.completed),
         stopped_early=any(r.stopped_early for r in reports),
+        failed={key: str(error) for r in reports for key, error in r.failed.items()},
+        skipped={key: why for r in reports for key, why in r.skipped.items()},
         seconds=drained.seconds,
         checkpoints=drained.checkpoints,
         simulator=simulator,
     )
+
+
+def _status(stream: Stream, reports: list[SourceReport]) -> tuple[str, str | None]:
+    for report in reports:
+        if stream.key in report.failed:
+            return "failed", str(report.failed[stream.key])
+        if stream.key in report.skipped:
+            return "skipped", report.skipped[stream.key]
+        if stream.key in report.completed:
+            return "completed", None
+        if report.source == stream.source and report.stopped_early:
+            return "stopped", "the rate budget ran out; the next sync resumes it"
+    return "not finished", "nothing to read yet"
 
 
 def make_simulator(settings: Settings) -> Any:

@@ -15,7 +15,7 @@ from fivetran_connector_sdk import Logging as log
 from fivetran_connector_sdk import Operations as op
 
 from ._config import Settings, configured_secrets
-from ._exceptions import SyncflowError
+from ._exceptions import StreamsFailed, SyncflowError
 from ._progress import LogProgress
 from ._redaction import Secret, redact_text
 from ._state import StateDocument
@@ -96,6 +96,10 @@ def update(configuration: Mapping[str, Any], state: Mapping[str, Any]) -> None:
             if settings.use_mock:
                 log.info("use_mock is true: syncing from the embedded simulated Accelo and AwardCo APIs")
             result = run_sync(settings, FivetranSink(), document, progress=LogProgress())
+        except StreamsFailed as exc:
+            # Everything else completed and is checkpointed: say so per stream, then fail with one line.
+            _summarise(exc.result)
+            raise SyncFailed(redact_text(str(exc), secrets)) from None
         except SyncflowError as exc:
             # One clear line, not a traceback through the event loop: the message names the API, endpoint and fix.
             raise SyncFailed(redact_text(str(exc), secrets)) from None
@@ -103,17 +107,32 @@ def update(configuration: Mapping[str, Any], state: Mapping[str, Any]) -> None:
 
 
 def _summarise(result: SyncResult) -> None:
+    """End-of-sync lines: per API, then per stream (completed, skipped or failed, and why), then the warnings."""
     for api, stats in sorted(result.requests.items()):
         log.info(
             f"{api}: {stats.requests} requests, {stats.retries} retries, {stats.rate_limited} answered 429, "
             f"{stats.token_refreshes} token refreshes"
         )
     for stream, summary in sorted(result.streams.items()):
-        log.info(
+        line = (
             f"{stream}: {summary.rows} rows, {summary.requests} requests, {summary.retries} retries, "
-            f"{summary.rate_limited} answered 429, {summary.seconds:.1f} s"
+            f"{summary.rate_limited} answered 429, {summary.seconds:.1f} s; {summary.status}"
+            + (f" ({summary.reason})" if summary.reason else "")
         )
+        if summary.status in ("completed", "not finished"):
+            log.info(line)
+        else:
+            log.warning(line)
     for warning in result.warnings:
-        log.warning(warning)
-    state = "stopped early (rate budget); the next sync resumes" if result.stopped_early else "complete"
+        if any(warning.startswith(f"{stream} skipped:") for stream in result.skipped):
+            # The SDK's warning channel: shown on the Fivetran dashboard, not only in the log.
+            op.warning(warning)
+        else:
+            log.warning(warning)
+    if result.failed:
+        state = f"failed for {', '.join(sorted(result.failed))}; everything else is checkpointed"
+    elif result.stopped_early:
+        state = "stopped early (rate budget); the next sync resumes"
+    else:
+        state = "complete" + (f" except skipped {', '.join(sorted(result.skipped))}" if result.skipped else "")
     log.info(f"sync {state} in {result.seconds:.1f} s with {result.checkpoints} checkpoints")

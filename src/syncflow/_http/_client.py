@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import backoff
@@ -20,31 +21,74 @@ from .._exceptions import (
     AuthenticationError,
     HTTPStatusError,
     MalformedResponseError,
+    PermissionDenied,
     SourceError,
     TransportError,
 )
 from ._auth import Authenticator, _meta_message, describe_transport_error, server_time
 from ._body import DEFAULT_MAX_RESPONSE_MB, read_bounded
-from ._limits import RateGate
+from ._limits import RateGate, parse_retry_after
 from ._origin import redirect_error, untrusted_certificate
 
-__all__ = ["RETRYABLE_STATUSES", "ApiClient", "Reply", "RequestStatistics", "RetryPolicy"]
+__all__ = ["RETRYABLE_STATUSES", "ApiClient", "Reply", "RequestStatistics", "RetryPolicy", "RetryWindow"]
 
 logger = logging.getLogger("syncflow")
 
-T = TypeVar("T")
-
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries are always bounded by attempts *and* time (`backoff` alone would retry forever)."""
+    """Retries are bounded by time alone: a request is retried until `max_time` seconds after its first failure.
 
-    max_tries: int = 9
+    No attempt count ends an outage early (9 tries of full-jitter backoff give up after ~40 s, while the promise is
+    `max_retry_seconds`). The wait between tries is capped at `max_delay`, so a recovery is noticed within that; the
+    last wait is cut to the time left, so giving up overshoots the bound by at most one request (its timeout).
+    """
+
     max_time: float = 300.0
     base: float = 0.5
     max_delay: float = 30.0
+
+
+class RetryWindow:
+    """One request's retries: when its first failure happened, how many tries, and the next wait.
+
+    `waits` is a `backoff` wait generator (backoff sends it each exception): full-jitter exponential backoff capped at
+    `max_delay`, at least a 429's Retry-After (the server's word beats our guess; the gate also holds every request
+    of the API until then), never past the deadline. It stops (and backoff gives up) once the deadline has passed.
+    """
+
+    def __init__(self, policy: RetryPolicy, clock: Callable[[], float]) -> None:
+        self.policy = policy
+        self._clock = clock
+        self.first_failure: float | None = None
+        self.tries = 0
+
+    @property
+    def deadline(self) -> float:
+        return (self.first_failure if self.first_failure is not None else self._clock()) + self.policy.max_time
+
+    def waits(self) -> Generator[float, BaseException | None, None]:
+        policy = self.policy
+        steps = backoff.expo(factor=policy.base, max_value=policy.max_delay)
+        next(steps)  # backoff.expo's first value is a priming None
+        failure = yield 0.0  # backoff primes its generators with send(None); every later send is a failure
+        while True:
+            now = self._clock()
+            if self.first_failure is None:
+                self.first_failure = now
+            self.tries += 1
+            remaining = self.deadline - now
+            if remaining <= 0:
+                return  # backoff then re-raises the last failure
+            wait = backoff.full_jitter(next(steps))
+            retry_after = getattr(failure, "retry_after", None)
+            if isinstance(retry_after, (int, float)):
+                wait = max(wait, min(float(retry_after), policy.max_delay))
+            failure = yield min(wait, remaining)
 
 
 @dataclass(frozen=True)
@@ -103,42 +147,67 @@ class ApiClient:
         self._refreshes = 0
         self._by_status: dict[int, int] = {}
         self._by_path: dict[str, PathStatistics] = {}
+        self._retry = retry
 
-        def _on_backoff(details: Any) -> None:
-            self._retries += 1
-            path = details["args"][0] if details.get("args") else "?"
-            self._count(path, retries=1)
-            exc = details.get("exception")
-            # Says what happens next; only the error raised when retries run out says they are exhausted.
-            logger.warning(
-                "%s; retry %d in %.1f s",
-                exc if exc is not None else f"{api} {path}: an error",
-                details["tries"],
-                details.get("wait", 0.0),
-            )
+    async def retrying(self, attempt: Callable[[], Awaitable[T]], *, path: str) -> T:
+        """Run `attempt` under this API's retry policy (transient failures retried until the time bound).
 
-        def _on_giveup(details: Any) -> None:
-            # backoff re-raises this very exception: only now may its one line say that retries ran out.
-            exc = details.get("exception")
+        Every request goes through here, and so may other calls that must survive an outage (the token request that
+        reads the server's clock at sync start). A fresh `backoff` wrapper per call keeps each call's window apart.
+        """
+        window = RetryWindow(self._retry, self._clock)
+
+        def on_backoff(details: Any) -> None:
+            self._on_backoff(path, window, details)
+
+        def on_giveup(details: Any) -> None:
+            exc = details["exception"]
             if isinstance(exc, SourceError) and _is_retryable(exc):
+                # backoff re-raises this very exception: only now may its one line say that retries ran out.
                 exc.args = (f"{exc}; retries exhausted", *exc.args[1:])
+            if window.first_failure is not None and _is_retryable(exc):
+                logger.warning(
+                    "%s: giving up on %s after %d tries over %.0f s (max_retry_seconds=%g)",
+                    self.api,
+                    path,
+                    details["tries"],
+                    self._clock() - window.first_failure,
+                    window.policy.max_time,
+                )
 
-        retrying = backoff.on_exception(
-            backoff.expo,
+        async def once() -> T:
+            # A coroutine function, so backoff picks its async retry loop (it inspects the target to decide).
+            return await attempt()
+
+        retried: Callable[[], Awaitable[T]] = backoff.on_exception(
+            window.waits,
             SourceError,
             giveup=lambda exc: not _is_retryable(exc),
-            max_tries=retry.max_tries,
-            max_time=retry.max_time,
-            jitter=backoff.full_jitter,
-            factor=retry.base,
-            max_value=retry.max_delay,
-            on_backoff=_on_backoff,
-            on_giveup=_on_giveup,
+            max_tries=None,  # bounded by time alone (the window's deadline), see RetryPolicy
+            max_time=None,
+            jitter=None,  # the window jitters (and honours Retry-After) itself
+            on_backoff=on_backoff,
+            on_giveup=on_giveup,
             raise_on_giveup=True,
             logger=None,  # retries are logged by _on_backoff, without backoff's traceback-laden lines
+        )(once)
+        return await retried()
+
+    def _on_backoff(self, path: str, window: RetryWindow, details: Any) -> None:
+        self._retries += 1
+        self._count(path, retries=1)
+        exc = details.get("exception")
+        deadline = window.deadline
+        # Says what happens next; only the error raised when retries run out says they are exhausted.
+        logger.warning(
+            "%s; retry %d in %.1f s (gives up at %s UTC, %.0f s from now: max_retry_seconds=%g)",
+            exc if exc is not None else f"{self.api} {path}: an error",
+            window.tries,
+            details.get("wait", 0.0),
+            datetime.fromtimestamp(deadline, tz=timezone.utc).strftime("%H:%M:%S"),
+            max(0.0, deadline - self._clock()),
+            window.policy.max_time,
         )
-        self._get_with_retries = retrying(self._get_once)
-        self._call_with_retries = retrying(self._call_once)
 
     def __repr__(self) -> str:
         return f"<ApiClient {self.api} requests={self._requests} retries={self._retries} gate={self.gate!r}>"
@@ -168,16 +237,11 @@ class ApiClient:
         `validate` checks the body's shape and returns what is wrong with it (or None); a wrong shape counts as a
         malformed body, which is retried like a truncated one.
         """
-        reply: Reply = await self._get_with_retries(path, params, validate)
-        return reply
+        return await self.retrying(lambda: self._get_once(path, params, validate), path=path)
 
     async def call(self, endpoint: str, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run `attempt` (e.g. a token request) under the same retries and time bound as a GET."""
-        result: T = await self._call_with_retries(endpoint, attempt)
-        return result
-
-    async def _call_once(self, endpoint: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        return await attempt()
+        return await self.retrying(attempt, path=endpoint)
 
     async def _get_once(
         self, path: str, params: Mapping[str, str | int], validate: Callable[[Any], str | None] | None
@@ -235,13 +299,28 @@ class ApiClient:
         status = response.status_code
         said = _meta_message(response) or _short_text(response)
         detail = f"answered {status}" + (f" ({said})" if said else "")
-        if status in (401, 403):
+        if status == 403:
+            # The credentials work (a token was issued) but may not read this resource: that stream is skipped.
+            return PermissionDenied(
+                f"{detail}; the {self.api} credentials may not read this resource",
+                api=self.api,
+                endpoint=endpoint,
+                status_code=status,
+            )
+        if status == 401:
             return AuthenticationError(
                 f"{detail}; check the {self.api} credentials and their permissions",
                 api=self.api,
                 endpoint=endpoint,
                 status_code=status,
             )
+        if status in RETRYABLE_STATUSES:
+            retry_after = parse_retry_after(response.headers.get("retry-after"), self._clock()) if status == 429 \
+                else None  # fmt: skip
+            return HTTPStatusError(
+                detail, api=self.api, endpoint=endpoint, status_code=status,
+                retry_after=retry_after,
+            )  # fmt: skip
         return HTTPStatusError(detail, api=self.api, endpoint=endpoint, status_code=status)
 
 

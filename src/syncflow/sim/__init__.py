@@ -19,6 +19,7 @@ from ._model import (
     AWARDCO_API_KEY,
     Faults,
     Mutation,
+    Outage,
     SimConfig,
     SimStats,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "DATA_END",
     "Faults",
     "Mutation",
+    "Outage",
     "SimConfig",
     "SimStats",
     "SimTransport",

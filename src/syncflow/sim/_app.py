@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import secrets
 import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from email.utils import formatdate
@@ -23,7 +24,7 @@ import httpx
 from . import _accelo, _awardco
 from ._data import Table, Users, build_table, build_users
 from ._faults import FaultDecision, FixedWindow, decide
-from ._model import ACCELO_ENTITIES, Mutation, SimConfig, SimStats
+from ._model import ACCELO_ENTITIES, Mutation, Outage, SimConfig, SimStats
 from ._reply import Reply, json_reply
 
 Scope = MutableMapping[str, Any]
@@ -92,6 +93,8 @@ class Simulator:
         # The data-request number drives schedules and mutations; unlike the statistics it is never reset.
         self._data_number = 0
         self._token_number = 0  # numbers token requests for token_faults; never reset either
+        self._data_by_api: Counter[str] = Counter()  # data requests per API, for outages
+        self._outage_started: dict[int, float] = {}  # index in config.outages -> when it began (monotonic)
         self._in_flight = 0
         self._in_flight_by_api: Counter[str] = Counter()
         self._zero_stats()
@@ -168,6 +171,29 @@ class Simulator:
             target.modify(rng, mutation.modify, now)
         if mutation.create:
             target.create(rng, mutation.create, now)
+
+    def _outage_locked(self, api: str, *, token: bool) -> Outage | None:
+        """The outage refusing this request to `api`, if one is (or now becomes) active; counts data requests."""
+        now = time.monotonic()
+        active: Outage | None = None
+        for index, outage in enumerate(self.config.outages):
+            if outage.api != api or (token and not outage.include_token):
+                continue
+            started = self._outage_started.get(index)
+            if started is None and self._data_by_api[api] >= outage.start_after_requests:
+                started = self._outage_started[index] = now
+            if started is not None and now < started + outage.seconds and active is None:
+                active = outage
+        if not token:
+            self._data_by_api[api] += 1
+        return active
+
+    def _outage_reply(self, api: str, outage: Outage) -> Reply:
+        self._count_fault("outage")
+        if api == "awardco":
+            return _awardco.error(outage.status, "unavailable")
+        status, message = _SERVER_ERRORS.get(str(outage.status), ("service_unavailable", "Simulated outage."))
+        return _accelo.error(outage.status, status, message)
 
     def _count_fault(self, kind: str) -> None:
         self._faults += 1
@@ -273,7 +299,10 @@ class Simulator:
                 reply = _accelo.error(405, "method_not_allowed", "Use POST for the token endpoint.")
             else:
                 problem = _accelo.token_request_error(_header(scope, b"authorization"), body, self._credentials)
-                if problem is not None:
+                outage = self._outage_locked("accelo", token=True)
+                if outage is not None:
+                    reply = self._outage_reply("accelo", outage)
+                elif problem is not None:
                     reply = problem
                 else:
                     token = secrets.token_urlsafe(24)
@@ -328,6 +357,7 @@ class Simulator:
             self._peak = max(self._peak, self._in_flight)
             self._peak_by_api[api] = max(self._peak_by_api[api], self._in_flight_by_api[api])
             fault = decide(cfg.faults, cfg.seed, number)
+            outage = self._outage_locked(api, token=False)
             delay = cfg.latency + (self._jitter_rng.uniform(-cfg.jitter, cfg.jitter) if cfg.jitter else 0.0)
             if fault.slow:
                 self._count_fault("slow")
@@ -338,7 +368,7 @@ class Simulator:
             # The answer is computed after the latency, so it reflects the state (mutations, clock) at reply time.
             with self._lock:
                 now = self._now()
-                reply, drop = self._answer_locked(api, scope, fault, now)
+                reply, drop = self._answer_locked(api, scope, fault, now, outage)
             await self._send(send, reply, now, drop=drop)
         finally:
             with self._lock:
@@ -359,14 +389,27 @@ class Simulator:
             return _awardco.error(401, "unauthorized")
         return _accelo.error(401, "invalid_client", "The access token is missing, invalid or expired.")
 
-    def _answer_locked(self, api: str, scope: Scope, fault: FaultDecision, now: float) -> tuple[Reply, bool]:
+    def _answer_locked(
+        self, api: str, scope: Scope, fault: FaultDecision, now: float, outage: Outage | None = None
+    ) -> tuple[Reply, bool]:
         window = self._windows[api]
         drop = False
-        if not self._authorized(api, scope, now):
+        if outage is not None:
+            # A gateway in front of the API answers: before authentication, and without spending the budget.
+            reply = self._outage_reply(api, outage)
+        elif not self._authorized(api, scope, now):
             # Unauthenticated calls do not consume the deployment's budget.
             reply = self._unauthorized(api)
         elif not window.acquire(now):
             reply = self._too_many(api, window.retry_after(now))
+        elif self._forbidden(api, scope):
+            if api == "awardco":
+                reply = _awardco.error(403, "forbidden", "This API key may not read users.")
+            else:
+                reply = _accelo.error(
+                    403, "invalid_permission", "The user is authenticated but does not have permission to perform "
+                    "the action.",
+                )  # fmt: skip
         elif fault.kind is None:
             reply = self._serve(api, scope)
         else:
@@ -393,6 +436,15 @@ class Simulator:
         if not drop:
             self._by_status[reply.status] += 1
         return reply, drop
+
+    def _forbidden(self, api: str, scope: Scope) -> bool:
+        forbidden = self.config.forbidden
+        if not forbidden:
+            return False
+        if api == "awardco":
+            return "awardco.user" in forbidden
+        resource = scope["path"][len(_ACCELO_PREFIX) :].strip("/").split("/")[0]
+        return f"accelo.{resource}" in forbidden
 
     def _too_many(self, api: str, retry_after: int) -> Reply:
         self._rate_limited += 1

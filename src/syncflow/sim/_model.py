@@ -21,6 +21,7 @@ DEFAULT_ACCELO_COUNTS: Mapping[str, int] = MappingProxyType(
 
 #: The fault kinds a schedule may name.
 FAULT_KINDS = frozenset({"500", "502", "503", "504", "429", "401", "drop", "malformed", "html", "slow"})
+# Also counted in `faults_by_kind` (not schedulable): "outage" (see `Outage`).
 
 
 def _frozen(mapping: Mapping[int, str] | Mapping[str, int] | None) -> Mapping:  # type: ignore[type-arg]
@@ -94,6 +95,30 @@ class Mutation:
 
 
 @dataclass(frozen=True)
+class Outage:
+    """One API answers ``status`` to every request for ``seconds`` (real, monotonic time; ``clock`` does not apply).
+
+    It starts when the API has served ``start_after_requests`` data requests and the next request to it arrives (0:
+    at its first request). ``include_token`` extends it to Accelo's token endpoint, so a client that needs a token
+    during the outage cannot get one either. Refused requests count as faults of kind "outage".
+    """
+
+    api: str
+    start_after_requests: int
+    seconds: float
+    status: int = 502
+    include_token: bool = True
+
+    def __post_init__(self) -> None:
+        if self.api not in ("accelo", "awardco"):
+            raise ValueError(f"Outage.api must be 'accelo' or 'awardco', got {self.api!r}")
+        if self.start_after_requests < 0 or self.seconds < 0:
+            raise ValueError("Outage.start_after_requests and Outage.seconds must be >= 0")
+        if not 400 <= self.status <= 599:
+            raise ValueError(f"Outage.status must be an HTTP error status, got {self.status}")
+
+
+@dataclass(frozen=True)
 class SimConfig:
     """Every knob of the simulator. ``accelo_counts`` entries missing from a given mapping keep their default.
 
@@ -126,6 +151,10 @@ class SimConfig:
     accelo_client_secret: str = ACCELO_CLIENT_SECRET
     awardco_api_key: str = AWARDCO_API_KEY
     awardco_updated_since_param: str = "updated_since"
+    outages: Sequence[Outage] = ()
+    # Resources the credentials may not read ("accelo.prospects", "awardco.user"): their list and count requests
+    # answer 403 (Accelo: meta status "invalid_permission", as its status-code docs define).
+    forbidden: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.accelo_counts) - set(ACCELO_ENTITIES)
@@ -144,6 +173,11 @@ class SimConfig:
             raise ValueError("clock_step_back is (1-based data-request number, seconds >= 0)")
         object.__setattr__(self, "accelo_counts", _frozen(counts))
         object.__setattr__(self, "mutations", tuple(self.mutations))
+        object.__setattr__(self, "outages", tuple(self.outages))
+        known = {f"accelo.{entity}" for entity in ACCELO_ENTITIES} | {"awardco.user"}
+        if set(self.forbidden) - known:
+            raise ValueError(f"SimConfig.forbidden: unknown resources {sorted(set(self.forbidden) - known)}")
+        object.__setattr__(self, "forbidden", frozenset(self.forbidden))
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import anyio
@@ -40,7 +41,7 @@ from .._http import ApiClient, OAuth2ClientCredentials
 from .._pagination import IdKeysetPaginator
 from .._pipeline import Batch
 from .._streams import RowConverter, Stream
-from ._common import SourceReport, report_conversions
+from ._common import SourceReport, report_conversions, run_alone
 
 __all__ = ["ACCELO_STREAMS", "AcceloSource", "allocate_slices"]
 
@@ -173,8 +174,11 @@ class AcceloSource:
         lowest = self._client.gate.server_clock.lowest
         return upper if lowest is None else min(upper, int(lowest))
 
-    async def run(self, prior: Mapping[str, Mapping[str, Any]], tables: list[str]) -> SourceReport:
-        report = SourceReport(self.name)
+    async def run(
+        self, prior: Mapping[str, Mapping[str, Any]], tables: list[str], *, report: SourceReport | None = None
+    ) -> SourceReport:
+        # The caller may pass its report, so it keeps what completed even if this source ends with an error.
+        report = report if report is not None else SourceReport(self.name)
         # The server's clock when the sync starts: the frozen upper bound of every window. The token request is
         # retried like any request (a 503 from the token endpoint is as transient as one from a list).
         server_now = await self._client.call(f"POST {TOKEN_PATH}", self._auth.server_time)
@@ -196,13 +200,21 @@ class AcceloSource:
         # First every entity sizes its window (count + first page, together), then the slice budget is shared out
         # in proportion to the work: the largest table gets most slices, all tables finish about together, and the
         # pages held while planning are bounded by the concurrency, not by the size of the data.
+        # Each entity runs alone (run_alone): one that fails for good, or may not be read (403), is reported and
+        # leaves its siblings running.
+        opened: list[_EntitySync] = []
+
+        async def open_alone(entity: _EntitySync) -> None:
+            if await run_alone(entity.stream.key, entity.open, report):
+                opened.append(entity)
+
         async with anyio.create_task_group() as tg:
             for entity in entities:
-                tg.start_soon(entity.open)
-        budgets = allocate_slices({e.stream.key: e.pages_to_slice for e in entities}, self._concurrency)
+                tg.start_soon(open_alone, entity)
+        budgets = allocate_slices({e.stream.key: e.pages_to_slice for e in opened}, self._concurrency)
         async with anyio.create_task_group() as tg:
-            for entity in entities:
-                tg.start_soon(entity.run, budgets[entity.stream.key])
+            for entity in opened:
+                tg.start_soon(run_alone, entity.stream.key, partial(entity.run, budgets[entity.stream.key]), report)
         return report
 
 

@@ -94,8 +94,11 @@ class AwardcoSource:
         self._converter: RowConverter = USER.converter()
         self._expected: int | None = None
 
-    async def run(self, prior: Mapping[str, Mapping[str, Any]], tables: list[str]) -> SourceReport:
-        report = SourceReport(self.name)
+    async def run(
+        self, prior: Mapping[str, Mapping[str, Any]], tables: list[str], *, report: SourceReport | None = None
+    ) -> SourceReport:
+        # The caller may pass its report, so it keeps what completed even if this source ends with an error.
+        report = report if report is not None else SourceReport(self.name)
         if "user" not in tables:
             return report
         try:
