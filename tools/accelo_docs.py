@@ -162,7 +162,16 @@ def _object_fields(rows: list[list[str]], unmapped: set[str]) -> list[dict[str, 
         if fivetran is None:
             unmapped.add(doc_type)
             fivetran = "STRING"
-        fields.append({"name": name, "doc_type": doc_type, "type": fivetran, "default": raw_name.startswith("**")})
+        field: dict[str, Any] = {
+            "name": name,
+            "doc_type": doc_type,
+            "type": fivetran,
+            "default": raw_name.startswith("**"),
+        }
+        values = re.findall(r"[\"']([a-z_ ]+)[\"']", row[2]) if doc_type == "select" and len(row) > 2 else []
+        if values:
+            field["values"] = list(dict.fromkeys(values))  # the options a select's description names, in its order
+        fields.append(field)
     return fields
 
 
