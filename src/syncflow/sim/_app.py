@@ -8,6 +8,7 @@ that reads ``stats()``/``ground_truth()``; nothing awaits while holding it.
 
 from __future__ import annotations
 
+import math
 import random
 import secrets
 import threading
@@ -76,7 +77,9 @@ class Simulator:
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = cfg = config if config is not None else SimConfig()
         self._lock = threading.Lock()
-        self._tables: dict[str, Table] = {e: build_table(cfg.seed, e, cfg.accelo_counts[e]) for e in ACCELO_ENTITIES}
+        self._tables: dict[str, Table] = {
+            e: build_table(cfg.seed, e, cfg.accelo_counts[e], cfg.accelo_id_base) for e in ACCELO_ENTITIES
+        }
         self._users: Users = build_users(cfg.seed, cfg.awardco_users)
         self._windows = {
             "accelo": FixedWindow(cfg.accelo_rate_limit, cfg.rate_window),
@@ -84,6 +87,8 @@ class Simulator:
         }
         self._credentials = _accelo.Credentials(cfg.accelo_client_id, cfg.accelo_client_secret)
         self._tokens: dict[str, float] = {}  # access token -> issue time (server clock)
+        self._failed_logins: list[float] = []  # server times of recent failed Accelo authentications
+        self._locked_until = 0.0
         self._pending: dict[int, list[Mutation]] = {}
         for mutation in cfg.mutations:
             self._pending.setdefault(mutation.after_requests, []).append(mutation)
@@ -253,9 +258,13 @@ class Simulator:
             self._by_endpoint[f"{scope['method']} {_TOKEN_PATH}"] += 1
             if scope["method"] != "POST":
                 reply = _accelo.error(405, "method_not_allowed", "Use POST for the token endpoint.")
+            elif self._locked_out_locked(now):
+                reply = self._lockout_locked(now)
             else:
                 problem = _accelo.token_request_error(_header(scope, b"authorization"), body, self._credentials)
                 if problem is not None:
+                    if problem.status == 401:
+                        self._failed_login_locked(now)
                     reply = problem
                 else:
                     token = secrets.token_urlsafe(24)
@@ -322,9 +331,13 @@ class Simulator:
     def _answer_locked(self, api: str, scope: Scope, fault: FaultDecision, now: float) -> tuple[Reply, bool]:
         window = self._windows[api]
         drop = False
-        if not self._authorized(api, scope, now):
+        if api == "accelo" and self._locked_out_locked(now):
+            reply = self._lockout_locked(now)
+        elif not self._authorized(api, scope, now):
             # Unauthenticated calls do not consume the deployment's budget.
             reply = self._unauthorized(api)
+            if api == "accelo":
+                self._failed_login_locked(now)
         elif not window.acquire(now):
             reply = self._too_many(api, window.retry_after(now))
         elif fault.kind is None:
@@ -339,6 +352,15 @@ class Simulator:
                 )
             elif kind == "429":
                 reply = self._too_many(api, 1)
+                if api == "accelo":
+                    # A 429 means the deployment's window is spent: its headers say so, with a reset one second
+                    # away (Accelo sends no Retry-After on a 429; a client waits for X-RateLimit-Reset).
+                    reply.headers.extend(
+                        [("x-ratelimit-limit", str(window.limit)), ("x-ratelimit-remaining", "0"),
+                         ("x-ratelimit-reset", str(math.ceil(now) + 1))]
+                    )  # fmt: skip
+                    self._by_status[reply.status] += 1
+                    return reply, drop
             elif kind == "401":
                 reply = self._unauthorized(api)
             elif kind == "html":
@@ -354,14 +376,36 @@ class Simulator:
             self._by_status[reply.status] += 1
         return reply, drop
 
+    # The docs' lockout: more than `accelo_lockout_after` failed authentications within `accelo_lockout_seconds`
+    # lock the client out for that long; any attempt while locked out restarts the timer. Only this answer carries
+    # a Retry-After (the seconds left).
+    def _failed_login_locked(self, now: float) -> None:
+        cfg = self.config
+        self._failed_logins = [t for t in self._failed_logins if t > now - cfg.accelo_lockout_seconds] + [now]
+        if len(self._failed_logins) > cfg.accelo_lockout_after:
+            self._locked_until = now + cfg.accelo_lockout_seconds
+
+    def _locked_out_locked(self, now: float) -> bool:
+        return now < self._locked_until
+
+    def _lockout_locked(self, now: float) -> Reply:
+        self._locked_until = now + self.config.accelo_lockout_seconds  # an attempt restarts the timer
+        body = {
+            "more_info": "https://api.accelo.com/docs/#status-codes",
+            "status": "too_many_failed_logins",
+            "message": "User is locked out by their IP due to too many failed authentication attempts. "
+            "Please use the 'Retry-After' header for accessing the locked delay in seconds.",
+        }
+        return json_reply(401, body, [("retry-after", str(math.ceil(self._locked_until - now)))])
+
     def _too_many(self, api: str, retry_after: int) -> Reply:
         self._rate_limited += 1
         if api == "awardco":
             reply = _awardco.error(429, "too_many_requests")
-        else:
-            reply = _accelo.error(429, "too_many_requests", "Rate limit exceeded for this deployment.")
-        reply.headers.append(("retry-after", str(retry_after)))
-        return reply
+            reply.headers.append(("retry-after", str(retry_after)))
+            return reply
+        # Accelo's docs give a 429 the X-RateLimit-* headers only; Retry-After is sent on a lockout alone.
+        return _accelo.error(429, "too_many_requests", "Rate limit exceeded for this deployment.")
 
     def _serve(self, api: str, scope: Scope) -> Reply:
         params = _params(scope)

@@ -106,6 +106,12 @@ class SimConfig:
     accelo_client_secret: str = ACCELO_CLIENT_SECRET
     awardco_api_key: str = AWARDCO_API_KEY
     awardco_updated_since_param: str = "updated_since"
+    #: Every Accelo id is offset by this (ids are unbounded: 2**31 - 10 makes most of them exceed 32 bits).
+    accelo_id_base: int = 0
+    #: Failed authentications (bad client credentials or tokens) within ``accelo_lockout_seconds`` after which the
+    #: client is locked out (the docs: 100 within 5 minutes; each attempt while locked out restarts the timer).
+    accelo_lockout_after: int = 100
+    accelo_lockout_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         unknown = set(self.accelo_counts) - set(ACCELO_ENTITIES)
@@ -118,6 +124,8 @@ class SimConfig:
             raise ValueError("latency and jitter must be >= 0")
         if self.accelo_rate_limit < 1 or self.awardco_rate_limit < 1 or self.rate_window <= 0:
             raise ValueError("rate limits must be >= 1 and rate_window > 0")
+        if self.accelo_id_base < 0 or self.accelo_lockout_after < 1 or self.accelo_lockout_seconds <= 0:
+            raise ValueError("accelo_id_base must be >= 0, accelo_lockout_after >= 1, accelo_lockout_seconds > 0")
         if self.token_ttl < 1 or self.awardco_page_size_max < 1:
             raise ValueError("token_ttl and awardco_page_size_max must be >= 1")
         object.__setattr__(self, "accelo_counts", _frozen(counts))
