@@ -50,7 +50,7 @@ def test_values_that_do_not_fit_become_null_and_are_reported_once(caplog: pytest
             converter.convert({"id": "7", "n": "-2147483649", "money": "0.125"}),  # 3 after the point
             converter.convert({"id": str(2**63), "money": "1e2"}),  # past LONG: no usable key
         ]
-    assert rows[0] == {"id": BIG, "n": 2**31 - 1, "money": "1234.5"}
+    assert rows[0] == {"id": BIG, "n": 2**31 - 1, "money": "1234.50"}
     assert rows[1] == {"id": 2**63 - 1, "n": None, "money": None}
     assert rows[2] == {"id": 7, "n": None, "money": None}
     assert rows[3] is None
@@ -59,7 +59,9 @@ def test_values_that_do_not_fit_become_null_and_are_reported_once(caplog: pytest
     warned = [r.getMessage() for r in caplog.records if "stored as null" in r.getMessage()]
     assert len(warned) == 3  # once per column
     assert converter.convert({"id": "1", "money": "-9999.99"}) == {"id": 1, "n": None, "money": "-9999.99"}
-    assert converter.convert({"id": "1", "money": "100.000000"}) == {"id": 1, "n": None, "money": "100"}
+    assert converter.convert({"id": "1", "money": "100.000"}) == {"id": 1, "n": None, "money": "100"}  # 0s drop
+    assert converter.convert({"id": "1", "money": " 7.5 "}) == {"id": 1, "n": None, "money": "7.5"}
+    assert converter.convert({"id": "1", "money": 12.25}) == {"id": 1, "n": None, "money": "12.25"}
 
 
 @pytest.fixture

@@ -89,8 +89,14 @@ def _decimal_converter(precision: int, scale: int) -> Converter:
     it becomes null and is reported, rather than being rounded or (as the SDK would do silently) nulled unseen.
     """
     whole_digits = precision - scale
+    # The common case, a plain number that visibly fits ("125.00"), is passed on as written: one regex match.
+    plain = re.compile(
+        rf"-?\d{{1,{max(whole_digits, 1)}}}(?:\.\d{{1,{scale}}})?" if scale else rf"-?\d{{1,{whole_digits}}}"
+    )
 
     def convert(value: Any) -> str | None:
+        if type(value) is str and plain.fullmatch(value):
+            return value
         if value is None:
             return None
         if isinstance(value, bool):

@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--token-ttl", type=int, default=2592000, help="seconds an Accelo access token stays valid")
     p.add_argument("--no-total", action="store_true", help="omit 'total' from AwardCo bodies")
     p.add_argument("--updated-since-param", default="updated_since", help="name of AwardCo's updated-since parameter")
+    p.add_argument("--accelo-id-base", type=int, default=0, help="offset of every Accelo id (2147483638: past 32 bits)")
     return p
 
 
@@ -64,6 +65,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         token_ttl=args.token_ttl,
         awardco_include_total=not args.no_total,
         awardco_updated_since_param=args.updated_since_param,
+        accelo_id_base=args.accelo_id_base,
     )
 
 
