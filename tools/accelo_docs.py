@@ -220,7 +220,7 @@ def parse_resource(resource: str, text: str) -> dict[str, Any]:
         if paths and lowered.startswith("count"):
             counts.update(p.rstrip("/") for p in paths)
         elif paths and lowered.startswith("list"):
-            # The object a list returns: the first link to an object of this file anywhere in its section.
+            # The object a list returns: the first link to an object ("#the-...") anywhere in its section.
             anchors = _ANCHOR.findall("\n".join(line for section in sections[index:end] for line in section[2]))
             filters: dict[str, list[str]] = {}
             for _sub_level, sub_title, sub_body in sections[index + 1 : end]:
@@ -233,7 +233,8 @@ def parse_resource(resource: str, text: str) -> dict[str, Any]:
                 lists.append({
                     "title": title,
                     "path": path,
-                    "object": next((a for a in anchors if a in objects), anchors[0] if anchors else None),
+                    # The docs are one page: an anchor may name an object of another file (profile values...).
+                    "object": anchors[0] if anchors else None,
                     "nested": "{" in path,
                     "filters": filters,
                 })  # fmt: skip
