@@ -133,3 +133,24 @@ def test_big_ids_and_exact_money_arrive_in_the_sdk_warehouse(
     assert managers[int(truth["jobs"][0]["id"])] == int(truth["jobs"][0]["manager"])
     logged = output.out + output.err
     assert logged.count("accelo.jobs.manager: value") == 1, "reported once for the column"
+
+
+def test_to_duckdb_into_a_file_of_the_earlier_schema_adds_the_new_columns_typed(tmp_path: Path) -> None:
+    import syncflow
+
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as db:  # the earlier jobs table: INT-era columns, money as DOUBLE
+        db.execute("create schema accelo")
+        db.execute("create table accelo.jobs (id BIGINT primary key, title VARCHAR, value DOUBLE, description VARCHAR)")
+    syncflow.to_duckdb({"use_mock": "true"}, path, streams=["accelo.jobs"], progress=False)
+    with duckdb.connect(str(path), read_only=True) as db:
+        kinds = dict(
+            db.sql(
+                "select column_name, data_type from information_schema.columns "
+                "where table_schema = 'accelo' and table_name = 'jobs'"
+            ).fetchall()
+        )
+        charged = db.sql("select count(*) from accelo.jobs where rate_charged is not null").fetchone()
+    assert kinds["rate_charged"] == "DECIMAL(28,6)" and kinds["date_commenced"] == "TIMESTAMP WITH TIME ZONE"
+    assert kinds["job_type"] == "BIGINT" and kinds["value"] == "DOUBLE"  # the removed column stays, unfilled
+    assert charged is not None and charged[0] > 0

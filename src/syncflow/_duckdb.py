@@ -102,8 +102,12 @@ class DuckDBSink:
         if not table.pending:
             return
         extra = sorted({name for row in table.pending for name in row} - set(table.columns))
-        for name in extra:  # AwardCo may return fields beyond the declared ones: keep them, as text
-            self._connection.execute(f"ALTER TABLE {table.name} ADD COLUMN {_quote(name)} VARCHAR")
+        declared = table.stream.columns
+        for name in extra:
+            # AwardCo may return fields beyond the declared ones: kept as text. A declared column missing from an
+            # existing file (one written with an earlier schema) is added with its declared type.
+            kind = _duckdb_type(declared[name]) if name in declared else "VARCHAR"
+            self._connection.execute(f"ALTER TABLE {table.name} ADD COLUMN {_quote(name)} {kind}")
             table.columns.append(name)
         columns: Sequence[str] = table.columns
         types = {name: _duckdb_type(table.stream.columns[name]) if name in table.stream.columns else "VARCHAR"
