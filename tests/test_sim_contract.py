@@ -444,6 +444,13 @@ async def test_the_last_of_a_repeated_filter_wins(client: httpx.AsyncClient, sim
     )
 
 
+async def test_a_repeated_query_parameter_is_an_invalid_request(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v0/companies?_limit=5&_limit=7")
+    assert r.status_code == 400
+    assert r.json()["meta"]["status"] == "invalid_request"
+    assert "_limit" in r.json()["meta"]["message"]
+
+
 async def test_documented_filters_beyond_ids_and_dates(client: httpx.AsyncClient, sim: Simulator) -> None:
     truth = sim.ground_truth()["accelo"]
     active = [int(r["id"]) for r in truth["companies"] if r["standing"] == "active"]

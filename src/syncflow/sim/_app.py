@@ -60,7 +60,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _params(scope: Scope) -> dict[str, str]:
-    # Last value wins for repeated parameters, like most PHP back ends (Accelo's included).
+    # Last value wins for repeated parameters (AwardCo; the Accelo docs refuse them, which `_serve` checks first).
     return dict(parse_qsl(bytes(scope.get("query_string", b"")).decode("latin-1"), keep_blank_values=True))
 
 
@@ -418,6 +418,11 @@ class Simulator:
                 page_size_max=cfg.awardco_page_size_max,
                 include_total=cfg.awardco_include_total,
             )
+        pairs = parse_qsl(bytes(scope.get("query_string", b"")).decode("latin-1"), keep_blank_values=True)
+        repeated = sorted({name for name, _ in pairs if sum(1 for other, _ in pairs if other == name) > 1})
+        if repeated:
+            # The docs' invalid_request: "includes a parameter more than once".
+            return _accelo.error(400, "invalid_request", f"Parameter {repeated[0]} is given more than once.")
         rest = scope["path"][len(_ACCELO_PREFIX) :].strip("/").split("/")
         table = self._tables.get(rest[0])
         if table is None or len(rest) > 2 or (len(rest) == 2 and rest[1] != "count"):
