@@ -90,12 +90,11 @@ def _decimal_converter(precision: int, scale: int) -> Converter:
     """
     whole_digits = precision - scale
     # The common case, a plain number that visibly fits ("125.00"), is passed on as written: one regex match.
-    plain = re.compile(
-        rf"-?\d{{1,{max(whole_digits, 1)}}}(?:\.\d{{1,{scale}}})?" if scale else rf"-?\d{{1,{whole_digits}}}"
-    )
+    fraction = rf"(?:\.\d{{1,{scale}}})?" if scale else ""
+    plain = re.compile(rf"-?\d{{1,{whole_digits}}}{fraction}") if whole_digits > 0 else None
 
     def convert(value: Any) -> str | None:
-        if type(value) is str and plain.fullmatch(value):
+        if plain is not None and type(value) is str and plain.fullmatch(value):
             return value
         if value is None:
             return None
@@ -112,7 +111,7 @@ def _decimal_converter(precision: int, scale: int) -> Converter:
             raise _Unconvertible(value)
         if number.is_zero():
             return "0"
-        reduced = number.normalize()  # "125.000000" has scale 2 once its trailing zeros are dropped
+        reduced = number.normalize()  # trailing zeros are no digits: "1.0000000" fits a scale of 6
         exponent = int(reduced.as_tuple().exponent)
         if -exponent > scale or reduced.adjusted() + 1 > whole_digits:
             raise _Unconvertible(value)
