@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email.utils
 import json
 import time
 from collections import Counter
@@ -81,8 +82,10 @@ async def test_rate_limit_headers_429_and_window_reset(clock: FakeClock) -> None
         r = await c.get("/api/v0/companies/count")  # counts share the deployment's budget
         assert r.status_code == 429
         assert r.json()["meta"]["status"] == "too_many_requests"
-        assert r.headers["retry-after"] == str(60 - 5)
+        # The docs give a 429 the X-RateLimit-* headers; Retry-After only comes with a lockout.
+        assert "retry-after" not in r.headers
         assert r.headers["x-ratelimit-remaining"] == "0"
+        assert r.headers["x-ratelimit-reset"] == str(int(start + 60))
         # Token requests are never limited.
         tok = await c.post(
             "/oauth2/v0/token", headers={"Authorization": BASIC}, data={"grant_type": "client_credentials"}
@@ -91,7 +94,9 @@ async def test_rate_limit_headers_429_and_window_reset(clock: FakeClock) -> None
         # AwardCo has its own window.
         assert (await c.get("/api/users")).status_code == 200
         clock.now = start + 59.5
-        assert (await c.get("/api/v0/staff")).headers["retry-after"] == "1"
+        r = await c.get("/api/v0/staff")
+        assert r.status_code == 429
+        assert "retry-after" not in r.headers
         clock.now = start + 60
         r = await c.get("/api/v0/staff")
         assert r.status_code == 200
@@ -165,7 +170,11 @@ async def test_fault_schedule_is_deterministic() -> None:
                     continue
                 seen.append((str(r.status_code), r.headers["content-type"]))
                 if r.status_code == 429:
-                    assert r.headers["retry-after"] == "1"
+                    # A spent window, reset a second away; no Retry-After (the docs send it only on lockout).
+                    assert "retry-after" not in r.headers
+                    assert r.headers["x-ratelimit-remaining"] == "0"
+                    served = email.utils.parsedate_to_datetime(r.headers["date"]).timestamp()
+                    assert 1 <= int(r.headers["x-ratelimit-reset"]) - served <= 2
                 if r.status_code == 401:
                     assert r.json()["meta"]["status"] == "invalid_client"
                 if r.status_code == 200 and len(seen) == 4:

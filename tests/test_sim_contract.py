@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import itertools
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -106,7 +107,7 @@ async def test_token_grant_shape(sim: Simulator) -> None:
         (basic(client_id="someone-else"), "client_credentials", 401, "invalid_client"),
         (None, "client_credentials", 401, "invalid_client"),
         ("Basic !!!not-base64", "client_credentials", 401, "invalid_client"),
-        (basic(), "password", 400, "invalid_request"),
+        (basic(), "password", 400, "unsupported_grant_type"),
         (basic(), None, 400, "invalid_request"),
     ],
 )
@@ -116,7 +117,11 @@ async def test_token_rejections(sim: Simulator, auth: str | None, grant: str | N
     async with httpx.AsyncClient(transport=sim.transport(), base_url="http://sim") as c:
         r = await c.post("/oauth2/v0/token", headers=headers, data=data)
     assert r.status_code == status
-    assert r.json()["meta"]["status"] == meta
+    # The docs' token-endpoint errors are OAuth 2.0's: {"error", "error_description"}, no `meta` object.
+    body = r.json()
+    assert set(body) == {"error", "error_description"}
+    assert body["error"] == meta
+    assert body["error_description"]
     assert sim.stats().token_requests == 1
     assert sim.stats().data_requests == 0
 
@@ -196,8 +201,9 @@ async def test_pages_and_offsets_walk_the_ids_in_order(client: httpx.AsyncClient
         page += 1
     assert paged == every
     assert ids(await rows(client, "jobs", _limit=7, _offset=13)) == every[13:20]
-    # _offset overrides _page
-    assert ids(await rows(client, "jobs", _limit=7, _offset=13, _page=5)) == every[13:20]
+    # The docs: _offset "will be overridden if _page is set"
+    assert ids(await rows(client, "jobs", _limit=7, _offset=13, _page=2)) == every[14:21]
+    assert ids(await rows(client, "jobs", _limit=7, _page=0, _offset=13)) == every[:7]
     assert await rows(client, "jobs", _limit=10, _offset=len(every)) == []
     assert every == sorted(every)
     assert len(every) == len(set(every))
@@ -288,10 +294,14 @@ async def test_order_by_date_desc_then_id(client: httpx.AsyncClient, sim: Simula
         ("staff", "date_created_before(1)"),
         ("payments", "date_modified_after(1)"),
         ("companies", "date_raised_after(1)"),
-        ("companies", "standing(active)"),
+        ("companies", "invoice_number(3)"),
         ("companies", "no_such_filter(3)"),
-        ("companies", "order_by_desc(name)"),
+        ("companies", "order_by_desc(website)"),
         ("staff", "order_by_asc(date_modified)"),
+        ("staff", "order_by_asc(id)"),  # the docs list no order filter on staff at all
+        ("jobs", "date_last_interacted_after(1)"),
+        ("payments", "amount(5)"),
+        ("invoices", "standing_not(active)"),
         ("companies", "id_greater_than(abc)"),
         ("companies", "date_modified_after(1"),
         ("companies", "date_modified_after"),
@@ -413,3 +423,97 @@ async def test_awardco_rejects_a_bad_key(sim: Simulator) -> None:
             r = await c.get("/api/users", headers=headers)
             assert r.status_code == 401
             assert r.json() == {"error": "unauthorized"}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# As the docs have it (and never more forgiving)
+
+
+async def test_the_last_of_a_repeated_filter_wins(client: httpx.AsyncClient, sim: Simulator) -> None:
+    every = ids(sim.ground_truth()["accelo"]["invoices"])
+    a, b = every[10], every[40]
+    assert (
+        ids(await rows(client, "invoices", _limit=100, _filters=f"id_greater_than({a}),id_greater_than({b})"))
+        == [i for i in every if i > b][:100]
+    )
+    assert await count(client, "invoices", _filters=f"id_greater_than({b}),id_greater_than({a})") == sum(
+        1 for i in every if i > a
+    )
+    assert (
+        ids(await rows(client, "invoices", _filters="order_by_desc(id),order_by_desc(id)", _limit=3)) == every[::-1][:3]
+    )
+
+
+async def test_a_repeated_query_parameter_is_an_invalid_request(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v0/companies?_limit=5&_limit=7")
+    assert r.status_code == 400
+    assert r.json()["meta"]["status"] == "invalid_request"
+    assert "_limit" in r.json()["meta"]["message"]
+
+
+async def test_documented_filters_beyond_ids_and_dates(client: httpx.AsyncClient, sim: Simulator) -> None:
+    truth = sim.ground_truth()["accelo"]
+    active = [int(r["id"]) for r in truth["companies"] if r["standing"] == "active"]
+    assert active and len(active) < len(truth["companies"])
+    assert await count(client, "companies", _filters="standing(active)") == len(active)
+    assert await count(client, "companies", _filters="standing_not(active)") == len(truth["companies"]) - len(active)
+    big = [r for r in truth["invoices"] if float(r["amount"]) > 20000]
+    assert await count(client, "invoices", _filters="amount_greater_than(20000)") == len(big)
+    names = [r["name"] for r in truth["companies"]]
+    got = await rows(client, "companies", _fields="name", _limit=100, _filters="order_by_desc(name)")
+    assert [r["name"] for r in got] == sorted(names, reverse=True)[: len(got)]
+    word = names[0].split()[0]
+    assert await count(client, "companies", _search=word) == sum(1 for r in truth["companies"] if word in r["name"])
+    r = await client.get("/api/v0/payments", params={"_search": "x"})  # the docs list no search on payments
+    assert r.status_code == 400
+
+
+async def test_records_hold_the_documented_fields_in_the_documented_formats(sim: Simulator) -> None:
+    from syncflow.sources._accelo_catalog import CATALOG, main_list
+
+    for entity, records in sim.ground_truth()["accelo"].items():
+        fields = CATALOG[entity]["objects"][main_list(entity).object]["fields"]
+        for record in records:
+            assert list(record) == [f["name"] for f in fields], entity
+            for f in fields:
+                value = record[f["name"]]
+                if value is None:
+                    continue
+                assert isinstance(value, str), (entity, f["name"], value)
+                if f["type"] in ("LONG", "UTC_DATETIME"):
+                    assert value.isdigit(), (entity, f["name"], value)
+                elif f["type"].startswith("DECIMAL"):
+                    assert re.fullmatch(r"-?\d+\.\d{2,6}", value), (entity, f["name"], value)
+                elif f.get("values"):
+                    assert value in f["values"], (entity, f["name"], value)
+
+
+async def test_ids_past_32_bits_with_the_id_base_knob() -> None:
+    sim = Simulator(SimConfig(accelo_counts=SMALL, accelo_id_base=2**31 - 1, clock=FakeClock()))
+    async with httpx.AsyncClient(transport=sim.transport(), base_url="http://sim") as c:
+        c.headers["Authorization"] = f"Bearer {await get_token(c)}"
+        first = ids(await rows(c, "invoices", _limit=5, _filters=f"id_greater_than_or_equal({2**31})"))
+    assert first and first[0] >= 2**31
+    assert all(int(r["id"]) >= 2**31 for records in sim.ground_truth()["accelo"].values() for r in records)
+
+
+async def test_lockout_after_too_many_failed_logins_is_the_only_retry_after() -> None:
+    clock = FakeClock()
+    sim = Simulator(SimConfig(accelo_counts=SMALL, accelo_lockout_after=3, accelo_lockout_seconds=300, clock=clock))
+    async with httpx.AsyncClient(transport=sim.transport(), base_url="http://sim") as c:
+        for _ in range(4):  # the 4th failure within the period locks the client out
+            r = await c.post("/oauth2/v0/token", headers={"Authorization": basic(secret="wrong")},
+                             data={"grant_type": "client_credentials"})  # fmt: skip
+            assert r.status_code == 401 and "retry-after" not in r.headers
+        clock.now += 10
+        r = await c.post(
+            "/oauth2/v0/token", headers={"Authorization": basic()}, data={"grant_type": "client_credentials"}
+        )
+        assert r.status_code == 401
+        assert r.json()["status"] == "too_many_failed_logins"
+        assert r.headers["retry-after"] == "300"  # each attempt while locked out restarts the timer
+        r = await c.get("/api/v0/companies", headers={"Authorization": "Bearer whatever"})
+        assert r.status_code == 401 and r.json()["status"] == "too_many_failed_logins"
+        clock.now += 301
+        assert (await c.post("/oauth2/v0/token", headers={"Authorization": basic()},
+                             data={"grant_type": "client_credentials"})).status_code == 200  # fmt: skip

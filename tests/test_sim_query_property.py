@@ -15,7 +15,7 @@ from syncflow.sim._data import DATA_END, DATA_START
 SIM = Simulator(SimConfig(seed=5, accelo_counts={"jobs": 260}))
 TABLE = SIM._tables["jobs"]
 TRUTH = SIM.ground_truth()["accelo"]["jobs"]
-DATES = ("date_created", "date_modified", "date_started", "date_due", "date_completed")
+DATES = ("date_created", "date_modified", "date_started", "date_commenced", "date_due", "date_completed")
 MAX_ID = int(TRUTH[-1]["id"])
 
 instants = st.one_of(
@@ -32,6 +32,10 @@ orders = st.one_of(st.none(), st.tuples(st.sampled_from(("id", *DATES)), st.bool
 
 
 def oracle(dates: list[tuple[str, str, int]], ids: list[tuple[str, int]], order: tuple[str, bool] | None) -> list[Any]:
+    # Of a repeated filter the last one wins.
+    dates = list({(name, op): (name, op, value) for name, op, value in dates}.values())
+    ids = list(dict(ids).items())
+
     def keep(r: dict[str, Any]) -> bool:
         for name, op, value in dates:
             v = int(r[name] or 0)

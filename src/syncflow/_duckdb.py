@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from ._streams import Stream
+from ._streams import Stream, decimal_params
 
 __all__ = ["DuckDBSink"]
 
@@ -32,6 +32,13 @@ _DUCKDB_TYPES = {
     "JSON": "JSON",
 }
 STATE_TABLE = "_syncflow.state"
+
+
+def _duckdb_type(kind: str) -> str:
+    params = decimal_params(kind)
+    if params is not None:
+        return f"DECIMAL({min(params[0], 38)},{params[1]})"  # DuckDB's widest decimal has 38 digits
+    return _DUCKDB_TYPES[kind.upper()]
 
 
 def _quote(name: str) -> str:
@@ -63,7 +70,7 @@ class DuckDBSink:
     def _create(self, table: _Table) -> None:
         stream = table.stream
         self._connection.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(stream.source)}")
-        columns = ", ".join(f"{_quote(name)} {_DUCKDB_TYPES[kind.upper()]}" for name, kind in stream.columns.items())
+        columns = ", ".join(f"{_quote(name)} {_duckdb_type(kind)}" for name, kind in stream.columns.items())
         key = ", ".join(_quote(name) for name in stream.primary_key)
         self._connection.execute(f"CREATE TABLE IF NOT EXISTS {table.name} ({columns}, PRIMARY KEY ({key}))")
         existing = [row[0] for row in self._connection.execute(f"DESCRIBE {table.name}").fetchall()]
@@ -95,11 +102,15 @@ class DuckDBSink:
         if not table.pending:
             return
         extra = sorted({name for row in table.pending for name in row} - set(table.columns))
-        for name in extra:  # AwardCo may return fields beyond the declared ones: keep them, as text
-            self._connection.execute(f"ALTER TABLE {table.name} ADD COLUMN {_quote(name)} VARCHAR")
+        declared = table.stream.columns
+        for name in extra:
+            # AwardCo may return fields beyond the declared ones: kept as text. A declared column missing from an
+            # existing file (one written with an earlier schema) is added with its declared type.
+            kind = _duckdb_type(declared[name]) if name in declared else "VARCHAR"
+            self._connection.execute(f"ALTER TABLE {table.name} ADD COLUMN {_quote(name)} {kind}")
             table.columns.append(name)
         columns: Sequence[str] = table.columns
-        types = {name: _DUCKDB_TYPES[table.stream.columns[name].upper()] if name in table.stream.columns else "VARCHAR"
+        types = {name: _duckdb_type(table.stream.columns[name]) if name in table.stream.columns else "VARCHAR"
                  for name in columns}  # fmt: skip
         # Row-at-a-time executemany manages a few hundred rows/s; one NDJSON file read by DuckDB is ~100x faster.
         with tempfile.NamedTemporaryFile("w", suffix=".ndjson", encoding="utf-8", delete=False) as handle:

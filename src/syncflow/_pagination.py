@@ -43,8 +43,10 @@ class IdKeysetPaginator:
         lower_inclusive: int | None = None,
         upper: int | None = None,
         has_next_page: bool = True,
+        order: Sequence[str] = ("order_by_asc(id)",),  # () where the API lists no order filter (its default is id)
     ) -> None:
         self.limit = limit
+        self.order = tuple(order)
         self.window_filters = tuple(window_filters)
         self.after = after
         self.lower_inclusive = lower_inclusive
@@ -72,7 +74,7 @@ class IdKeysetPaginator:
             filters.append(f"id_greater_than_or_equal({self.lower_inclusive})")
         if self.upper is not None:
             filters.append(f"id_less_than({self.upper})")
-        filters.append("order_by_asc(id)")
+        filters.extend(self.order)
         params["_filters"] = ",".join(filters)
 
     def trim(self, rows: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], bool]:

@@ -7,15 +7,17 @@ reported once per column (then summarised at the end).
 
 from __future__ import annotations
 
+import decimal
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["Column", "RowConverter", "Stream"]
+__all__ = ["Column", "RowConverter", "Stream", "converter_for", "decimal_params"]
 
 logger = logging.getLogger("syncflow")
 
@@ -49,6 +51,73 @@ def _to_int(value: Any) -> int | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     raise _Unconvertible(value)
+
+
+# The ranges of Fivetran's INT and LONG (Java's int and long): the SDK refuses anything outside them with a raw
+# `ValueError: Value out of range`, which would fail the whole sync for one value.
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+
+
+def _to_int32(value: Any) -> int | None:
+    number = _to_int(value)
+    if number is not None and not _INT_MIN <= number <= _INT_MAX:
+        raise _Unconvertible(value)
+    return number
+
+
+def _to_long(value: Any) -> int | None:
+    number = _to_int(value)
+    if number is not None and not _LONG_MIN <= number <= _LONG_MAX:
+        raise _Unconvertible(value)
+    return number
+
+
+_DECIMAL_KIND = re.compile(r"DECIMAL\(\s*(\d+)\s*,\s*(\d+)\s*\)")
+
+
+def decimal_params(kind: str) -> tuple[int, int] | None:
+    """``"DECIMAL(28,6)"`` -> ``(28, 6)``; None for any other type name."""
+    match = _DECIMAL_KIND.fullmatch(kind.strip().upper())
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _decimal_converter(precision: int, scale: int) -> Converter:
+    """Exact numbers as the SDK takes them for DECIMAL (a str: it refuses Decimal and float objects).
+
+    A value with more digits before the point than the column holds, or more after it than its scale, does not fit:
+    it becomes null and is reported, rather than being rounded or (as the SDK would do silently) nulled unseen.
+    """
+    whole_digits = precision - scale
+    # The common case, a plain number that visibly fits ("125.00"), is passed on as written: one regex match.
+    fraction = rf"(?:\.\d{{1,{scale}}})?" if scale else ""
+    plain = re.compile(rf"-?\d{{1,{whole_digits}}}{fraction}") if whole_digits > 0 else None
+
+    def convert(value: Any) -> str | None:
+        if plain is not None and type(value) is str and plain.fullmatch(value):
+            return value
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise _Unconvertible(value)
+        text = value.strip() if isinstance(value, str) else repr(value) if isinstance(value, float) else str(value)
+        if not text:
+            return None
+        try:
+            number = decimal.Decimal(text)
+        except decimal.InvalidOperation:
+            raise _Unconvertible(value) from None
+        if not number.is_finite():
+            raise _Unconvertible(value)
+        if number.is_zero():
+            return "0"
+        reduced = number.normalize()  # trailing zeros are no digits: "1.0000000" fits a scale of 6
+        exponent = int(reduced.as_tuple().exponent)
+        if -exponent > scale or reduced.adjusted() + 1 > whole_digits:
+            raise _Unconvertible(value)
+        return format(reduced, "f")
+
+    return convert
 
 
 def _to_float(value: Any) -> float | None:
@@ -117,8 +186,8 @@ def _identity(value: Any) -> Any:
 
 
 _CONVERTERS: Mapping[str, Converter] = {
-    "INT": _to_int,
-    "LONG": _to_int,
+    "INT": _to_int32,
+    "LONG": _to_long,
     "FLOAT": _to_float,
     "DOUBLE": _to_float,
     "BOOLEAN": _to_bool,
@@ -126,6 +195,22 @@ _CONVERTERS: Mapping[str, Converter] = {
     "STRING": _to_string,
     "JSON": _identity,
 }
+
+
+def converter_for(kind: str) -> Converter:
+    """The converter for a Fivetran type name (``"LONG"``, ``"DECIMAL(28,6)"``...); KeyError for an unknown one."""
+    params = decimal_params(kind)
+    if params is not None:
+        return _decimal_converter(*params)
+    return _CONVERTERS[kind.upper()]
+
+
+def _schema_type(kind: str) -> str | dict[str, Any]:
+    # The SDK declares a DECIMAL only as a dict with its precision and scale; every other type is its name.
+    params = decimal_params(kind)
+    if params is None:
+        return kind
+    return {"type": "DECIMAL", "precision": params[0], "scale": params[1]}
 
 
 @dataclass(frozen=True)
@@ -140,7 +225,7 @@ class Stream:
 
     source: str  # also the destination schema
     table: str
-    columns: Mapping[str, str]  # name -> Fivetran type
+    columns: Mapping[str, str]  # name -> Fivetran type; a decimal is written "DECIMAL(precision,scale)"
     primary_key: tuple[str, ...]
     cursor: str | None  # the field the incremental filter applies to; None: full refresh
     keep_extra_fields: bool = False  # pass through fields the API returns that are not declared
@@ -155,7 +240,7 @@ class Stream:
             "schema": self.source,
             "table": self.table,
             "primary_key": list(self.primary_key),
-            "columns": dict(self.columns),
+            "columns": {name: _schema_type(kind) for name, kind in self.columns.items()},
         }
 
     def converter(self) -> RowConverter:
@@ -171,7 +256,7 @@ class RowConverter:
     missing_key: int = 0
 
     def __post_init__(self) -> None:
-        self._plan = [(name, _CONVERTERS[kind.upper()]) for name, kind in self.stream.columns.items()]
+        self._plan = [(name, converter_for(kind)) for name, kind in self.stream.columns.items()]
         self._declared = frozenset(self.stream.columns)
 
     def convert(self, record: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--clock-offset", type=float, default=0.0, help="seconds the server's clock runs ahead (- behind)")
     p.add_argument("--no-date", action="store_true", help="send no Date header")
     p.add_argument("--accelo-page-size-max", type=int, default=100, help="rows an Accelo list serves at most")
+    p.add_argument("--accelo-id-base", type=int, default=0, help="offset of every Accelo id (2147483638: past 32 bits)")
     return p
 
 
@@ -70,6 +71,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         clock_offset=args.clock_offset,
         send_date=not args.no_date,
         accelo_page_size_max=args.accelo_page_size_max,
+        accelo_id_base=args.accelo_id_base,
     )
 
 

@@ -8,6 +8,7 @@ that reads ``stats()``/``ground_truth()``; nothing awaits while holding it.
 
 from __future__ import annotations
 
+import math
 import random
 import secrets
 import threading
@@ -60,7 +61,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _params(scope: Scope) -> dict[str, str]:
-    # Last value wins for repeated parameters, like most PHP back ends (Accelo's included).
+    # Last value wins for repeated parameters (AwardCo; the Accelo docs refuse them, which `_serve` checks first).
     return dict(parse_qsl(bytes(scope.get("query_string", b"")).decode("latin-1"), keep_blank_values=True))
 
 
@@ -77,7 +78,9 @@ class Simulator:
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = cfg = config if config is not None else SimConfig()
         self._lock = threading.Lock()
-        self._tables: dict[str, Table] = {e: build_table(cfg.seed, e, cfg.accelo_counts[e]) for e in ACCELO_ENTITIES}
+        self._tables: dict[str, Table] = {
+            e: build_table(cfg.seed, e, cfg.accelo_counts[e], cfg.accelo_id_base) for e in ACCELO_ENTITIES
+        }
         self._users: Users = build_users(cfg.seed, cfg.awardco_users)
         self._windows = {
             "accelo": FixedWindow(cfg.accelo_rate_limit, cfg.rate_window),
@@ -85,6 +88,8 @@ class Simulator:
         }
         self._credentials = _accelo.Credentials(cfg.accelo_client_id, cfg.accelo_client_secret)
         self._tokens: dict[str, float] = {}  # access token -> issue time (server clock)
+        self._failed_logins: list[float] = []  # server times of recent failed Accelo authentications
+        self._locked_until = 0.0
         self._pending: dict[int, list[Mutation]] = {}
         for mutation in cfg.mutations:
             self._pending.setdefault(mutation.after_requests, []).append(mutation)
@@ -297,12 +302,16 @@ class Simulator:
                 reply, drop = self._token_fault(fault.kind)
             elif scope["method"] != "POST":
                 reply = _accelo.error(405, "method_not_allowed", "Use POST for the token endpoint.")
+            elif self._locked_out_locked(now):
+                reply = self._lockout_locked(now)
             else:
                 problem = _accelo.token_request_error(_header(scope, b"authorization"), body, self._credentials)
                 outage = self._outage_locked("accelo", token=True)
                 if outage is not None:
                     reply = self._outage_reply("accelo", outage)
                 elif problem is not None:
+                    if problem.status == 401:
+                        self._failed_login_locked(now)
                     reply = problem
                 else:
                     token = secrets.token_urlsafe(24)
@@ -397,9 +406,13 @@ class Simulator:
         if outage is not None:
             # A gateway in front of the API answers: before authentication, and without spending the budget.
             reply = self._outage_reply(api, outage)
+        elif api == "accelo" and self._locked_out_locked(now):
+            reply = self._lockout_locked(now)
         elif not self._authorized(api, scope, now):
             # Unauthenticated calls do not consume the deployment's budget.
             reply = self._unauthorized(api)
+            if api == "accelo":
+                self._failed_login_locked(now)
         elif not window.acquire(now):
             reply = self._too_many(api, window.retry_after(now))
         elif self._forbidden(api, scope):
@@ -422,6 +435,15 @@ class Simulator:
                 )
             elif kind == "429":
                 reply = self._too_many(api, 1)
+                if api == "accelo":
+                    # A 429 means the deployment's window is spent: its headers say so, with a reset one second
+                    # away (Accelo sends no Retry-After on a 429; a client waits for X-RateLimit-Reset).
+                    reply.headers.extend(
+                        [("x-ratelimit-limit", str(window.limit)), ("x-ratelimit-remaining", "0"),
+                         ("x-ratelimit-reset", str(math.ceil(now) + 1))]
+                    )  # fmt: skip
+                    self._by_status[reply.status] += 1
+                    return reply, drop
             elif kind == "401":
                 reply = self._unauthorized(api)
             elif kind == "html":
@@ -445,15 +467,36 @@ class Simulator:
             return "awardco.user" in forbidden
         resource = scope["path"][len(_ACCELO_PREFIX) :].strip("/").split("/")[0]
         return f"accelo.{resource}" in forbidden
+    # The docs' lockout: more than `accelo_lockout_after` failed authentications within `accelo_lockout_seconds`
+    # lock the client out for that long; any attempt while locked out restarts the timer. Only this answer carries
+    # a Retry-After (the seconds left).
+    def _failed_login_locked(self, now: float) -> None:
+        cfg = self.config
+        self._failed_logins = [t for t in self._failed_logins if t > now - cfg.accelo_lockout_seconds] + [now]
+        if len(self._failed_logins) > cfg.accelo_lockout_after:
+            self._locked_until = now + cfg.accelo_lockout_seconds
+
+    def _locked_out_locked(self, now: float) -> bool:
+        return now < self._locked_until
+
+    def _lockout_locked(self, now: float) -> Reply:
+        self._locked_until = now + self.config.accelo_lockout_seconds  # an attempt restarts the timer
+        body = {
+            "more_info": "https://api.accelo.com/docs/#status-codes",
+            "status": "too_many_failed_logins",
+            "message": "User is locked out by their IP due to too many failed authentication attempts. "
+            "Please use the 'Retry-After' header for accessing the locked delay in seconds.",
+        }
+        return json_reply(401, body, [("retry-after", str(math.ceil(self._locked_until - now)))])
 
     def _too_many(self, api: str, retry_after: int) -> Reply:
         self._rate_limited += 1
         if api == "awardco":
             reply = _awardco.error(429, "too_many_requests")
-        else:
-            reply = _accelo.error(429, "too_many_requests", "Rate limit exceeded for this deployment.")
-        reply.headers.append(("retry-after", str(retry_after)))
-        return reply
+            reply.headers.append(("retry-after", str(retry_after)))
+            return reply
+        # Accelo's docs give a 429 the X-RateLimit-* headers only; Retry-After is sent on a lockout alone.
+        return _accelo.error(429, "too_many_requests", "Rate limit exceeded for this deployment.")
 
     def _serve(self, api: str, scope: Scope) -> Reply:
         params = _params(scope)
@@ -466,6 +509,11 @@ class Simulator:
                 page_size_max=cfg.awardco_page_size_max,
                 include_total=cfg.awardco_include_total,
             )
+        pairs = parse_qsl(bytes(scope.get("query_string", b"")).decode("latin-1"), keep_blank_values=True)
+        repeated = sorted({name for name, _ in pairs if sum(1 for other, _ in pairs if other == name) > 1})
+        if repeated:
+            # The docs' invalid_request: "includes a parameter more than once".
+            return _accelo.error(400, "invalid_request", f"Parameter {repeated[0]} is given more than once.")
         rest = scope["path"][len(_ACCELO_PREFIX) :].strip("/").split("/")
         table = self._tables.get(rest[0])
         if table is None or len(rest) > 2 or (len(rest) == 2 and rest[1] != "count"):

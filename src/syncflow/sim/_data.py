@@ -11,9 +11,11 @@ import bisect
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..sources import _accelo_catalog as _catalog
 
 #: The fixed end of the generated history (2025-06-15T15:06:40Z): data does not depend on when the sim starts.
 DATA_END = 1_750_000_000
@@ -128,27 +130,22 @@ def _maybe(rng: random.Random, p: float, value: str) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Accelo record builders. Each takes (rng, id, created, modified) and returns every field as the API returns it.
+# Accelo record builders. A record holds exactly the fields the Accelo documentation defines for the object (the
+# docs fixture, `syncflow/sources/accelo_catalog`), every scalar a string as in the docs' examples ("id": "39",
+# "amount": "79.00", "date_completed": null). Each entity gives the values that carry meaning (amounts that add up,
+# dates in order, a standing and the dates it implies); every other documented field gets a plain value of its
+# documented type.
 
 RecordBuilder = Callable[[random.Random, int, int, int], Record]
+Semantics = Callable[[random.Random, int, int, int], Record]
 
 
 def _company(rng: random.Random, rid: int, created: int, modified: int) -> Record:
     name = _company_name(rng)
-    slug = name.lower().replace(" ", "-")
     return {
-        "id": str(rid),
-        "name": name,
-        "website": _maybe(rng, 0.2, f"https://{slug}.example.com"),
-        "phone": f"+61 2 {rng.randint(9000, 9999)} {rng.randint(1000, 9999)}",
-        "date_created": str(created),
-        "date_modified": str(modified),
-        "date_last_interacted": str(_between(rng, created, modified)),
-        "comments": _maybe(rng, 0.5, f"{rng.choice(_TOPICS)} client since {iso(created)[:4]}"),
         "standing": rng.choice(("active", "active", "active", "inactive", "prospect")),
-        "status": str(rng.randint(1, 5)),
-        "postal_address": str(rng.randint(1, 2000)),
-        "default_affiliation": str(rng.randint(1, 3000)),
+        "name": name,
+        "website": _maybe(rng, 0.2, f"www.{name.lower().replace(' ', '-')}.example.com"),
     }
 
 
@@ -156,18 +153,12 @@ def _invoice(rng: random.Random, rid: int, created: int, modified: int) -> Recor
     amount = _money(rng, 150, 25000)
     paid = rng.random() < 0.7
     return {
-        "id": str(rid),
         "subject": f"{rng.choice(_TOPICS)} - {iso(created)[:7]}",
         "amount": f"{amount:.2f}",
         "against_type": rng.choice(("job", "job", "company", "prospect")),
-        "against_id": str(rng.randint(1, 3000)),
-        "notes": _maybe(rng, 0.6, "Payment within 30 days."),
-        "invoice_number": str(10000 + rid),
-        "currency_id": rng.choice(("1", "1", "1", "2")),
-        "owner_id": str(rng.randint(1, 40)),
+        "invoice_number": str(10000 + rid % 1_000_000),
         "tax": f"{amount * 0.1:.2f}",
         "outstanding": "0.00" if paid else f"{_money(rng, 0, amount):.2f}",
-        "modified_by": str(rng.randint(1, 40)),
         "date_raised": str(created),
         "date_due": str(created + rng.choice((14, 30, 30, 60)) * _DAY),
         "date_modified": str(modified),
@@ -176,90 +167,127 @@ def _invoice(rng: random.Random, rid: int, created: int, modified: int) -> Recor
 
 def _payment(rng: random.Random, rid: int, created: int, modified: int) -> Record:
     del modified  # payments are immutable in Accelo: only a creation date exists
-    return {
-        "id": str(rid),
-        "receipt_id": str(rng.randint(1, 5000)),
-        "amount": f"{_money(rng, 50, 20000):.2f}",
-        "currency_id": rng.choice(("1", "1", "1", "2")),
-        "method_id": str(rng.randint(1, 6)),
-        "against_id": str(rng.randint(1, 3000)),
-        "against_type": "invoice",
-        "date_created": str(created),
-        "created_by_staff_id": str(rng.randint(1, 40)),
-        "direction": rng.choice(("in", "in", "in", "out")),
-        "payment_currency": rng.choice(("1", "1", "2")),
-        "payment_method": str(rng.randint(1, 6)),
-        "payment_receipt": str(rng.randint(1, 5000)),
-    }
+    return {"amount": f"{_money(rng, 50, 20000):.2f}", "against_type": "account_invoice"}
 
 
 def _prospect(rng: random.Random, rid: int, created: int, modified: int) -> Record:
     standing = rng.choice(("active", "active", "won", "lost", "abandoned"))
     weighting = rng.choice((10, 25, 50, 75, 90))
     value = _money(rng, 1000, 120000)
+    progress = rng.choice((0, 10, 25, 50, 80, 100)) / 100
     closer = str(rng.randint(1, 40))
     return {
-        "id": str(rid),
         "title": f"{rng.choice(_TOPICS)} for {_company_name(rng)}",
-        "date_created": str(created),
-        "date_actioned": str(_between(rng, created, modified)) if standing != "active" else "0",
+        "date_actioned": str(_between(rng, created, modified)) if standing != "active" else None,
         "date_due": str(created + rng.randint(7, 120) * _DAY),
-        "date_last_interacted": str(_between(rng, created, modified)),
-        "date_modified": str(modified),
         "weighting": str(weighting),
         "value": f"{value:.2f}",
         "success": "yes" if standing == "won" else "no",
-        "comments": _maybe(rng, 0.5, "Follow up after the workshop."),
-        "progress": str(rng.choice((0, 10, 30, 50, 80, 100))),
-        "value_weighted": f"{value * weighting / 100:.2f}",
+        "progress": f"{progress:.4f}",  # a fraction, as in the docs' example ("0.2500")
+        "value_weighted": str(round(value * weighting / 100)),  # documented as an integer ("20")
         "won_by_id": closer if standing == "won" else "0",
         "cancelled_by_id": closer if standing == "lost" else "0",
         "abandoned_by_id": closer if standing == "abandoned" else "0",
-        "contact": str(rng.randint(1, 5000)),
-        "manager": str(rng.randint(1, 40)),
-        "prospect_type": str(rng.randint(1, 8)),
-        "status": str(rng.randint(1, 6)),
         "standing": standing,
-        "prospect_probability": str(rng.randint(1, 5)),
-        "affiliation": str(rng.randint(1, 3000)),
     }
 
 
 def _job(rng: random.Random, rid: int, created: int, modified: int) -> Record:
     standing = rng.choice(("pending", "active", "active", "paused", "complete", "closed"))
-    started = _between(rng, created, modified) if standing != "pending" else 0
-    completed = _between(rng, started, modified) if standing in ("complete", "closed") else 0
+    commenced = _between(rng, created, modified) if standing != "pending" else 0
+    completed = _between(rng, commenced, modified) if standing in ("complete", "closed") else 0
+    against_type = rng.choice(("company", "company", "prospect"))
+    against_id = str(rng.randint(1, 3000))
+    job_type = str(rng.randint(1, 6))
     return {
-        "id": str(rid),
         "title": f"{rng.choice(_TOPICS)} #{rid}",
-        "status": str(rng.randint(1, 7)),
-        "standing": standing,
-        "date_created": str(created),
-        "date_started": str(started),
+        "against_type": against_type,
+        "against_id": against_id,
+        "against": f"{'companies' if against_type == 'company' else 'prospects'}/{against_id}",
+        "custom_id": _maybe(rng, 0.5, f"JOB#{rid % 100000}"),
+        "paused": str(rng.randint(1, 30)) if standing == "paused" else "0",
+        "date_commenced": str(commenced) if commenced else None,
+        "date_started": str(created + rng.randint(0, 14) * _DAY),
         "date_due": str(created + rng.randint(14, 180) * _DAY),
-        "date_completed": str(completed),
-        "date_modified": str(modified),
-        "manager": str(rng.randint(1, 40)),
-        "company": str(rng.randint(1, 3000)),
-        "contact": str(rng.randint(1, 5000)),
-        "description": _maybe(rng, 0.4, "Scope agreed in the kickoff meeting."),
-        "value": f"{_money(rng, 500, 90000):.2f}",
+        "date_completed": str(completed) if completed else None,  # null until completed, as in the docs' example
+        "type": job_type,
+        "job_type": job_type,
+        "rate_charged": f"{rng.choice((0, 95, 125, 150, 175, 210)):.2f}",
+        "standing": standing,
+        "company": against_id if against_type == "company" else str(rng.randint(1, 3000)),
     }
 
 
 def _staff(rng: random.Random, rid: int, created: int, modified: int) -> Record:
+    del created, modified  # the docs give staff no dates
     first, last = rng.choice(_FIRST), rng.choice(_LAST)
     return {
-        "id": str(rid),
         "firstname": first,
         "surname": last,
-        "email": f"{first.lower()}.{last.lower()}{rid}@example.com",
-        "position": rng.choice(("Consultant", "Project Manager", "Designer", "Engineer", "Account Manager")),
+        "standing": rng.choice(("active", "active", "active", "inactive")),
         "title": rng.choice(("Mr", "Ms", "Mx", "Dr")),
-        "date_created": str(created),
-        "date_modified": str(modified),
-        "status": rng.choice(("active", "active", "active", "inactive")),
+        "email": f"{first.lower()}.{last.lower()}{rid}@example.com",
+        "username": f"{first.lower()}{rid}",
+        "position": rng.choice(("Consultant", "Project Manager", "Designer", "Engineer", "Account Manager")),
+        "timezone": rng.choice(("Australia/Sydney", "America/New_York", "Europe/London")),
+        "staff_rate": f"{rng.choice((120, 150, 180, 220)):.2f}",
+        "staff_cost_rate": f"{rng.choice((60, 75, 90)):.2f}",
     }
+
+
+def _plain_value(rng: random.Random, field: Mapping[str, Any], rid: int, created: int, modified: int) -> Any:
+    """A value of a field's documented type, in the docs' format."""
+    name, kind = field["name"], field["type"]
+    values = field.get("values")
+    if name == "id":
+        return str(rid)
+    if kind == "UTC_DATETIME":
+        if name == "date_created":
+            return str(created)
+        if name == "date_modified":
+            return str(modified)
+        return str(_between(rng, created, modified))
+    if kind == "LONG":
+        return str(rng.randint(1, 40) if name in _STAFF_LINKS else rng.randint(1, 3000))
+    if kind.startswith("DECIMAL"):
+        return f"{_money(rng, 0, 5000):.2f}"
+    if kind == "BOOLEAN":
+        return rng.choice(values) if values else rng.choice(("0", "1"))
+    if kind == "JSON":
+        return None
+    if values:
+        return rng.choice(values)
+    if name in ("phone", "mobile", "fax"):
+        return _maybe(rng, 0.3, f"+61 2 {rng.randint(9000, 9999)} {rng.randint(1000, 9999)}")
+    if name == "email":
+        return f"{rng.choice(_FIRST).lower()}{rid}@example.com"
+    if field["default"]:
+        return f"{rng.choice(_TOPICS)} {rid}"
+    return _maybe(rng, 0.5, f"{rng.choice(_TOPICS)} notes")
+
+
+#: Linked staff (managers, owners, creators): a deployment has tens of staff, not thousands.
+_STAFF_LINKS = frozenset({"manager", "modified_by", "owner_id", "created_by", "creator_id", "created_by_staff_id"})
+
+
+def _documented_builder(entity: str, semantics: Semantics) -> tuple[RecordBuilder, tuple[Mapping[str, Any], ...]]:
+    documented = _catalog.object_fields(entity)
+    endpoint = _catalog.main_list(entity)
+    fields = tuple(f for f in _catalog.CATALOG[entity]["objects"][endpoint.object]["fields"] if f["name"] in documented)
+
+    def build(rng: random.Random, rid: int, created: int, modified: int) -> Record:
+        meaningful = semantics(rng, rid, created, modified)
+        unknown = set(meaningful) - set(documented)
+        if unknown:
+            raise AssertionError(f"{entity}: builder sets undocumented fields {sorted(unknown)}")
+        return {
+            f["name"]: meaningful[f["name"]]
+            if f["name"] in meaningful
+            else _plain_value(rng, f, rid, created, modified)
+            for f in fields
+        }
+
+    return build, fields
 
 
 # Visible changes made by a modifying mutation, per entity (the date field is bumped separately).
@@ -281,47 +309,43 @@ def _touch_staff(rng: random.Random, rec: Record) -> None:
 
 @dataclass(frozen=True)
 class EntitySpec:
-    """What the API knows about one Accelo entity."""
+    """What the API knows about one Accelo entity: its documented fields and the filters its docs list."""
 
     name: str
     fields: tuple[str, ...]
     default_fields: tuple[str, ...]
-    #: Date fields usable in ``_after``/``_before`` filters and ``order_by``.
+    #: Date fields usable in ``_after``/``_before`` filters (the docs' date filters that are fields of the record).
     filter_dates: tuple[str, ...]
     #: Date fields present on the record (bumped to "now" by mutations).
     record_dates: tuple[str, ...]
     build: RecordBuilder
     touch: Callable[[random.Random, Record], None] | None
+    #: The docs' list filters per kind (basic, date, range, order, object, empty, search).
+    filters: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: Fivetran type per field (to compare numbers as numbers in range filters and orders).
+    types: Mapping[str, str] = field(default_factory=dict)
 
 
-def _spec(
-    name: str,
-    build: RecordBuilder,
-    default_fields: tuple[str, ...],
-    filter_dates: tuple[str, ...],
-    touch: Callable[[random.Random, Record], None] | None,
-) -> EntitySpec:
-    sample = build(random.Random(0), 1, DATA_START, DATA_START)
-    fields = tuple(sample)
-    dates = tuple(f for f in fields if f.startswith("date_"))
-    return EntitySpec(name, fields, default_fields, filter_dates, dates, build, touch)
+def _spec(entity: str, semantics: Semantics, touch: Callable[[random.Random, Record], None] | None) -> EntitySpec:
+    build, documented = _documented_builder(entity, semantics)
+    fields = tuple(f["name"] for f in documented)
+    defaults = tuple(f["name"] for f in documented if f["default"])
+    endpoint = _catalog.main_list(entity)
+    dates = tuple(f["name"] for f in documented if f["type"] == "UTC_DATETIME")
+    filter_dates = tuple(d for d in endpoint.filters.get("date", ()) if d in dates)
+    types = {f["name"]: f["type"] for f in documented}
+    return EntitySpec(entity, fields, defaults, filter_dates, dates, build, touch, endpoint.filters, types)
 
 
 ENTITY_SPECS: dict[str, EntitySpec] = {
     s.name: s
     for s in (
-        _spec("companies", _company, ("id", "name"), ("date_created", "date_modified"), _touch_company),
-        _spec("invoices", _invoice, ("id", "subject"), ("date_raised", "date_due", "date_modified"), _touch_invoice),
-        _spec("payments", _payment, ("id", "amount"), ("date_created",), None),
-        _spec("prospects", _prospect, ("id", "title"), ("date_created", "date_due", "date_modified"), _touch_title),
-        _spec(
-            "jobs",
-            _job,
-            ("id", "title"),
-            ("date_created", "date_modified", "date_started", "date_due", "date_completed"),
-            _touch_title,
-        ),
-        _spec("staff", _staff, ("id", "firstname", "surname"), (), _touch_staff),
+        _spec("companies", _company, _touch_company),
+        _spec("invoices", _invoice, _touch_invoice),
+        _spec("payments", _payment, None),
+        _spec("prospects", _prospect, _touch_title),
+        _spec("jobs", _job, _touch_title),
+        _spec("staff", _staff, _touch_staff),
     )
 }
 
@@ -398,12 +422,14 @@ class Table:
 
     def modify(self, rng: random.Random, count: int, now: int) -> None:
         touch = self.spec.touch
-        if touch is None or "date_modified" not in self.spec.record_dates:
-            return  # e.g. payments: nothing can be modified
+        if touch is None:
+            return  # payments: nothing can be modified
+        dated = "date_modified" in self.spec.record_dates  # staff change without any date to show for it
         for index in sorted(rng.sample(range(len(self.records)), min(count, len(self.records)))):
             rec = self.records[index]
             touch(rng, rec)
-            rec["date_modified"] = str(now)
+            if dated:
+                rec["date_modified"] = str(now)
             self.refresh(index)
 
     def create(self, rng: random.Random, count: int, now: int) -> None:
@@ -412,11 +438,12 @@ class Table:
             self.append(self.spec.build(rng, rid, now, now))
 
 
-def build_table(seed: int, entity: str, count: int) -> Table:
+def build_table(seed: int, entity: str, count: int, id_base: int = 0) -> Table:
+    """``id_base`` offsets every id (e.g. 2**31 - 10 puts ids past the 32-bit range, as large deployments have)."""
     spec = ENTITY_SPECS[entity]
     # A string seed is hashed with SHA-512 by `random`, so it is stable across processes (no PYTHONHASHSEED).
     rng = random.Random(f"{seed}:accelo:{entity}")
-    ids = _ids(rng, count)
+    ids = _ids(rng, count, start=id_base)
     created = _created_times(rng, count)
     if "date_modified" not in spec.record_dates:
         _import_batches(rng, created)

@@ -155,6 +155,12 @@ class SimConfig:
     # Resources the credentials may not read ("accelo.prospects", "awardco.user"): their list and count requests
     # answer 403 (Accelo: meta status "invalid_permission", as its status-code docs define).
     forbidden: Sequence[str] = ()
+    #: Every Accelo id is offset by this (ids are unbounded: 2**31 - 10 makes most of them exceed 32 bits).
+    accelo_id_base: int = 0
+    #: Failed authentications (bad client credentials or tokens) within ``accelo_lockout_seconds`` after which the
+    #: client is locked out (the docs: 100 within 5 minutes; each attempt while locked out restarts the timer).
+    accelo_lockout_after: int = 100
+    accelo_lockout_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         unknown = set(self.accelo_counts) - set(ACCELO_ENTITIES)
@@ -171,6 +177,8 @@ class SimConfig:
             raise ValueError("token_ttl, awardco_page_size_max and accelo_page_size_max must be >= 1")
         if self.clock_step_back is not None and (self.clock_step_back[0] < 1 or self.clock_step_back[1] < 0):
             raise ValueError("clock_step_back is (1-based data-request number, seconds >= 0)")
+        if self.accelo_id_base < 0 or self.accelo_lockout_after < 1 or self.accelo_lockout_seconds <= 0:
+            raise ValueError("accelo_id_base must be >= 0, accelo_lockout_after >= 1, accelo_lockout_seconds > 0")
         object.__setattr__(self, "accelo_counts", _frozen(counts))
         object.__setattr__(self, "mutations", tuple(self.mutations))
         object.__setattr__(self, "outages", tuple(self.outages))

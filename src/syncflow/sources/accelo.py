@@ -41,13 +41,13 @@ from .._http import ApiClient, OAuth2ClientCredentials
 from .._pagination import IdKeysetPaginator
 from .._pipeline import Batch
 from .._streams import RowConverter, Stream
+from ._accelo_catalog import ACCELO_STREAMS, API_PREFIX, order_filters
 from ._common import SourceReport, report_conversions, run_alone
 
 __all__ = ["ACCELO_STREAMS", "AcceloSource", "allocate_slices"]
 
 logger = logging.getLogger("syncflow")
 
-API_PREFIX = "/api/v0"
 TOKEN_PATH = "/oauth2/v0/token"
 PAGE_LIMIT = 100  # the API's maximum
 # A slice costs at most one request more than its pages (to learn it ended), so slices are only cut for work of at
@@ -59,59 +59,7 @@ _MAX_WAIT_FOR_CURSOR_SECOND = 5
 # bound must never pass what the server could already have stamped, and re-reading a quarter hour is cheap.
 UNKNOWN_CLOCK_MARGIN_SECONDS = 900
 
-_I, _F, _S, _B, _T = "INT", "FLOAT", "STRING", "BOOLEAN", "UTC_DATETIME"
-
-_COLUMNS: Mapping[str, Mapping[str, str]] = {
-    "companies": {
-        "id": _I, "name": _S, "website": _S, "phone": _S, "date_created": _T, "date_modified": _T,
-        "date_last_interacted": _T, "comments": _S, "standing": _S, "status": _I, "postal_address": _I,
-        "default_affiliation": _I,
-    },
-    "invoices": {
-        "id": _I, "subject": _S, "amount": _F, "against_type": _S, "against_id": _I, "notes": _S,
-        "invoice_number": _I, "currency_id": _I, "owner_id": _I, "tax": _F, "outstanding": _F, "modified_by": _I,
-        "date_raised": _T, "date_due": _T, "date_modified": _T,
-    },
-    "payments": {
-        "id": _I, "receipt_id": _I, "amount": _F, "currency_id": _I, "method_id": _I, "against_id": _I,
-        "against_type": _S, "date_created": _T, "created_by_staff_id": _I, "direction": _S, "payment_currency": _I,
-        "payment_method": _I, "payment_receipt": _I,
-    },
-    "prospects": {
-        "id": _I, "title": _S, "date_created": _T, "date_actioned": _T, "date_due": _T, "date_last_interacted": _T,
-        "date_modified": _T, "weighting": _I, "value": _F, "success": _B, "comments": _S, "progress": _F,
-        "value_weighted": _F, "won_by_id": _I, "cancelled_by_id": _I, "abandoned_by_id": _I, "contact": _I,
-        "manager": _I, "prospect_type": _I, "status": _I, "standing": _S, "prospect_probability": _I,
-        "affiliation": _I,
-    },
-    "jobs": {
-        "id": _I, "title": _S, "status": _I, "standing": _S, "date_created": _T, "date_started": _T, "date_due": _T,
-        "date_completed": _T, "date_modified": _T, "manager": _I, "company": _I, "contact": _I, "description": _S,
-        "value": _F,
-    },
-    "staff": {
-        "id": _I, "firstname": _S, "surname": _S, "email": _S, "position": _S, "title": _S, "date_created": _T,
-        "date_modified": _T, "status": _S,
-    },
-}  # fmt: skip
-# Two deliberate departures from the example connector's types, which would null every value the API sends:
-# staff.status is "active"/"inactive" (STRING, not INT), and prospects.value_weighted is money (FLOAT, not INT).
-
-# The date the incremental filter applies to: the API offers no date filter on staff, and only date_created on
-# payments.
-_CURSORS: Mapping[str, str | None] = {
-    "companies": "date_modified",
-    "invoices": "date_modified",
-    "payments": "date_created",
-    "prospects": "date_modified",
-    "jobs": "date_modified",
-    "staff": None,
-}
-
-ACCELO_STREAMS: Mapping[str, Stream] = {
-    name: Stream("accelo", name, columns, ("id",), _CURSORS[name], endpoint=f"{API_PREFIX}/{name}")
-    for name, columns in _COLUMNS.items()
-}
+# The six streams' declarations (columns, types, cursors) come from the docs fixture: see _accelo_catalog.py.
 
 
 def _list_problem(body: Any) -> str | None:
@@ -243,6 +191,7 @@ class _EntitySync:
         self.report = report
         self.path = f"{API_PREFIX}/{stream.table}"
         self.fields = ",".join(stream.columns)
+        self.order = order_filters(stream.table)  # none on staff: the docs list no order filter there
         self.converter: RowConverter = stream.converter()
         self.expected_rows: int | None = None
         # Set by open():
@@ -388,7 +337,7 @@ class _EntitySync:
 
         async def fetch(page: int) -> None:
             params: dict[str, str | int] = {"_fields": self.fields, "_limit": limit, "_page": page,
-                                            "_filters": ",".join([*filters, "order_by_asc(id)"])}  # fmt: skip
+                                            "_filters": ",".join([*filters, *self.order])}  # fmt: skip
             reply = await client.get_json(self.path, params, validate=_list_problem)
             records = reply.body["response"]
             found[page] = (self._rows(records), len(records))
@@ -464,9 +413,13 @@ class _EntitySync:
             slice_id = str(index)
             bounds = slices[slice_id]
             paginator = IdKeysetPaginator(
-                limit=self.page_size, window_filters=filters, after=None, lower_inclusive=bounds["lo"],
+                order=self.order,
+                limit=self.page_size,
+                window_filters=filters,
+                after=None,
+                lower_inclusive=bounds["lo"],
                 upper=bounds["hi"],
-            )  # fmt: skip
+            )
             rows, served = seed_pages[page]
             kept, trimmed = paginator.trim(rows)
             try:
@@ -481,6 +434,7 @@ class _EntitySync:
     async def _run_slice(self, slice_id: str, bounds: dict[str, Any], filters: list[str]) -> None:
         client = self.source._client
         paginator = IdKeysetPaginator(
+            order=self.order,
             limit=self.page_size,
             window_filters=filters,
             after=bounds["after"],
