@@ -110,14 +110,6 @@ def test_the_form_has_every_key_with_label_description_and_the_right_kind() -> N
     assert tests == ["check_configuration", "check_credentials", "check_accelo_access", "check_rate_budget"]
 
 
-def test_the_readme_configuration_table_lists_every_key() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
-    listed = set(re.findall(r"`([a-z_]+)`", "\n".join(line.split("|")[1] for line in section.splitlines()
-                                                      if line.startswith("|") and line.count("|") > 2)))  # fmt: skip
-    assert listed >= KNOWN_KEYS, f"missing from the README table: {sorted(KNOWN_KEYS - listed)}"
-
-
 def test_an_unknown_key_suggests_the_nearest_one(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="syncflow"):
         Settings.from_mapping({"use_mock": "true", "acelo_client_id": "x", "zzz": "1"})
