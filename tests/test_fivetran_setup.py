@@ -110,6 +110,27 @@ def test_the_form_has_every_key_with_label_description_and_the_right_kind() -> N
     assert tests == ["check_configuration", "check_credentials", "check_accelo_access", "check_rate_budget"]
 
 
+def test_what_fivetran_configuration_writes_from_the_form_is_a_valid_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fivetran_connector_sdk_cli import configuration_command, configuration_decryption
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # the SDK keeps its encryption key under ~/.fivetran
+    answers = {"use_mock": "true", "accelo_client_secret": "typed-secret", "max_concurrency": "4"}
+    labels = {key.label: key.name for key in KEYS}
+
+    def answer(prompt: str) -> str:
+        return answers.get(labels[prompt.removesuffix(": ")], "")  # every other field left blank, as allowed
+
+    path = tmp_path / "configuration.json"
+    form = configuration_form().to_response()
+    assert configuration_command.run_configuration_form(form, str(path), False, answer, answer) == 0
+    written = json.loads(path.read_text())
+    assert set(written) == KNOWN_KEYS and written["accelo_client_secret"].startswith("fivetran_encrypted:")
+    settings = Settings.from_mapping(configuration_decryption.decrypt_configuration_values(written))
+    assert settings.use_mock and settings.max_concurrency == 4
+
+
 def test_an_unknown_key_suggests_the_nearest_one(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="syncflow"):
         Settings.from_mapping({"use_mock": "true", "acelo_client_id": "x", "zzz": "1"})
