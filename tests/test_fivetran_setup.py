@@ -110,6 +110,15 @@ def test_the_form_has_every_key_with_label_description_and_the_right_kind() -> N
     assert tests == ["check_configuration", "check_credentials", "check_accelo_access", "check_rate_budget"]
 
 
+def test_every_key_the_code_reads_is_registered() -> None:
+    # A key read but not in `_config.KEYS` would be warned about as unknown, and missing from the form and README.
+    read: set[str] = set()
+    for path in (ROOT / "src" / "syncflow").rglob("*.py"):
+        read.update(re.findall(r"reader\.\w+\(\s*\"([a-z_]+)\"", path.read_text(encoding="utf-8")))
+    assert read, "the pattern finds the reader's calls"
+    assert read <= KNOWN_KEYS, f"read but not in KEYS: {sorted(read - KNOWN_KEYS)}"
+
+
 def test_what_fivetran_configuration_writes_from_the_form_is_a_valid_configuration(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -93,13 +93,6 @@ def _forward_logs(secrets: tuple[Secret, ...]) -> Iterator[None]:
         logger.propagate = previous_propagate
 
 
-def _settings(configuration: Mapping[str, Any]) -> Settings:
-    try:
-        return Settings.from_mapping(configuration)
-    except SyncflowError as exc:
-        raise SyncFailed(str(exc)) from None
-
-
 @contextmanager
 def _quiet() -> Iterator[None]:
     """schema() parses the configuration too; its warnings (unknown keys) are said once, by update()."""
@@ -219,7 +212,7 @@ def check_accelo_access(configuration: dict[str, Any]) -> Any:
     report, problem = _probe(configuration, access=True)
     if report is None:
         return _result([problem or "configuration: not valid"])
-    leave_out = "the streams key" if "streams" in KNOWN_KEYS else "the sources key (or a narrower service application)"
+    leave_out = "the streams key" if "streams" in KNOWN_KEYS else "the sources key (which leaves out all of Accelo)"
     return _result(report.credential_problems() + report.access_problems(leave_out))
 
 
