@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: run test lint typecheck soak bench bench-smoke clean setup-test package deploy
 
 # The SDK runs `pipreqs` as a bare command: the venv's bin/ must be on PATH, or `fivetran deploy` cannot find it.
-FIVETRAN := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/fivetran
+FIVETRAN := PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/fivetran
 CONFIG   ?= configuration.json
 STAGE    := build/connector
 

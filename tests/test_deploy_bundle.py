@@ -5,11 +5,17 @@ and which imports syncflow from its own src/ with no install step."""
 from __future__ import annotations
 
 import ast
+import io
+import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,3 +126,103 @@ def test_the_package_imports_syncflow_from_its_src_and_runs_without_the_python_a
     module_path, tables, fields, staff = done.stdout.split()
     assert Path(module_path).resolve().is_relative_to(unpacked.resolve())
     assert tables == "7" and int(fields) > 10 and int(staff) > 0
+
+
+class _FakeFivetran:
+    """The few Fivetran REST endpoints `fivetran deploy` calls for a new connection, on loopback; keeps the upload."""
+
+    def __init__(self) -> None:
+        self.uploads: list[bytes] = []
+        self.created: list[dict[str, Any]] = []
+        self.calls: list[str] = []
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def _reply(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                fake.calls.append(f"GET {path}")
+                if path == "/v1/groups":
+                    self._reply(200, {"data": {"items": [{"id": "group_1", "name": "warehouse"}]}})
+                elif path == "/v1/groups/group_1/connectors":
+                    self._reply(200, {"data": {"items": []}})
+                else:
+                    self._reply(404, {"code": "NotFound", "message": "not found"})
+
+            def do_POST(self) -> None:
+                path = self.path.split("?", 1)[0]
+                fake.calls.append(f"POST {path}")
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if path == "/v1/connector-sdk/packages":
+                    fake.uploads.append(body)
+                    self._reply(201, {"data": {"id": "package_1"}})
+                elif path == "/v1/connectors":
+                    request = json.loads(body)
+                    fake.created.append(request)
+                    self._reply(201, {"data": {"id": "connection_1", "config": {"python_version": "3.12"},
+                                               "destination_schema_names": request["destination_schema_names"],
+                                               "setup_tests": [{"title": "all", "status": "PASSED"}]}})
+                else:
+                    self._reply(404, {"code": "NotFound", "message": "not found"})
+
+        return Handler
+
+
+def _zip_members(multipart: bytes) -> set[str]:
+    start = multipart.index(b"PK\x03\x04")
+    end = multipart.rindex(b"\r\n--")
+    with zipfile.ZipFile(io.BytesIO(multipart[start:end])) as archive:
+        return set(archive.namelist())
+
+
+def test_make_deploy_as_the_readme_says_uploads_the_staged_package(tmp_path: Path) -> None:
+    if shutil.which("make") is None:
+        pytest.skip("needs make")
+    clone = _fresh_clone(tmp_path / "clone")
+    fake = _FakeFivetran()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), fake.handler())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    home = tmp_path / "home"
+    (home / ".fivetran" / "connector_sdk").mkdir(parents=True)
+    (home / ".fivetran" / "connector_sdk" / "_config.json").write_text(
+        json.dumps({"production_base_url": f"http://127.0.0.1:{server.server_address[1]}"})
+    )  # the SDK's own override of the API's address
+    venv = Path(sys.executable).parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # As the README says, with the venv *not* on PATH: the Makefile must put it there for the SDK's pipreqs.
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(venv)))
+    env.update(HOME=str(home), CI="true", FIVETRAN_API_KEY="ZmFrZTprZXk=", FIVETRAN_DESTINATION_NAME="warehouse",
+               FIVETRAN_CONNECTION_NAME="syncflow_test", FIVETRAN_TELEMETRY_DISABLED="true")  # fmt: skip
+    try:
+        done = subprocess.run(
+            ["make", "-o", f"{venv}/.installed-stamp", f"VENV={venv}", "deploy", "DEPLOY_FLAGS=--non-interactive"],
+            cwd=clone, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "FileNotFoundError" not in output and "Traceback (most recent call last)" not in output.split("pipreqs")[0]
+    assert "connection created" in output
+    [upload] = fake.uploads
+    members = _zip_members(upload)
+    assert {"connector.py", "requirements.txt", "configuration_form.pb", "src/syncflow/fivetran.py"} <= members
+    assert {name.split("/", 1)[0] for name in members} == {"connector.py", "requirements.txt",
+                                                           "configuration_form.pb", "src"}  # fmt: skip
+    [created] = fake.created
+    secrets = {item["key"]: item["value"] for item in created["config"]["secrets_list"]}
+    assert secrets["use_mock"] == "true" and created["service"] == "connector_sdk"
