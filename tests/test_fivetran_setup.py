@@ -279,10 +279,14 @@ def test_fivetran_debug_ends_a_failed_sync_with_its_line_and_no_traceback(
     served: tuple[str, Simulator], tmp_path: Path
 ) -> None:
     url, _ = served
-    project = make_project(tmp_path, _configuration(url, accelo_client_secret=SECRET + "-x", sources="accelo"))
-    run = run_debug(project, timeout=120)
+    # Both APIs' credentials wrong: one sync reports both.
+    bad = _configuration(url, accelo_client_secret=SECRET + "-x", awardco_api_key=API_KEY + "-x")
+    run = run_debug(make_project(tmp_path, bad), timeout=120)
     assert run.returncode == 1
-    assert "accelo POST /oauth2/v0/token: credentials refused (401" in run.output
+    error = run.output.split("Error: ", 1)[1]
+    assert "accelo POST /oauth2/v0/token: credentials refused (401" in error
+    assert "awardco GET /api/users: the API key was refused (401); check awardco_api_key" in error
+    assert API_KEY not in run.output
     assert "SYNC FAILED" in run.output
     assert "Traceback" not in run.output, run.output
     assert SECRET not in run.output

@@ -23,7 +23,7 @@ from fivetran_connector_sdk import Logging as log
 from fivetran_connector_sdk import Operations as op
 
 from ._config import KEYS, KNOWN_KEYS, Key, Settings, configured_secrets
-from ._exceptions import SyncflowError
+from ._exceptions import AuthenticationError, SyncflowError
 from ._progress import LogProgress
 from ._redaction import Secret, redact_text
 from ._setup import SetupReport, probe
@@ -129,6 +129,7 @@ def update(configuration: Mapping[str, Any], state: Mapping[str, Any]) -> None:
     one-line message (`op.error`)."""
     secrets = configured_secrets(configuration)
     with _forward_logs(secrets):  # before parsing, so its warnings (unknown keys) reach the SDK's log too
+        settings: Settings | None = None
         try:
             settings = Settings.from_mapping(configuration)
             document = StateDocument.load(state)
@@ -137,9 +138,22 @@ def update(configuration: Mapping[str, Any], state: Mapping[str, Any]) -> None:
             result = run_sync(settings, FivetranSink(), document, progress=LogProgress())
         except SyncflowError as exc:
             # One clear line, not a traceback through the event loop: the message names the API, endpoint and fix.
-            _fail(redact_text(str(exc), secrets))
+            lines = [str(exc)]
+            if isinstance(exc, AuthenticationError) and settings is not None:
+                lines = _credential_problems(settings, configuration) or lines
+            _fail(redact_text("\n".join(lines), secrets))
             return
         _summarise(result)
+
+
+def _credential_problems(settings: Settings, configuration: Mapping[str, Any]) -> list[str]:
+    """After refused credentials, ask every configured API once more (a token, one small read), so a user whose
+    Accelo and AwardCo credentials are both wrong learns it from one sync, not one per fix."""
+    try:
+        return probe(settings, configuration, access=False).credential_problems()
+    except SyncflowError as exc:  # the probe itself failed: the sync's own error stands
+        logging.getLogger("syncflow").warning("could not re-check the credentials: %s", exc)
+        return []
 
 
 # -- the setup form and its setup tests ------------------------------------------------------------------------
