@@ -290,3 +290,20 @@ def test_fivetran_debug_ends_a_failed_sync_with_its_line_and_no_traceback(
     assert "SYNC FAILED" in run.output
     assert "Traceback" not in run.output, run.output
     assert SECRET not in run.output
+
+
+def test_fivetran_debug_syncs_with_the_values_fivetran_configuration_encrypted(
+    served: tuple[str, Simulator], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fivetran_connector_sdk_cli import configuration_decryption
+
+    url, _ = served
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # run_debug passes this environment on
+    key = configuration_decryption.get_or_create_key()
+    configuration = _configuration(url)
+    for name in ("accelo_client_secret", "awardco_api_key"):
+        configuration[name] = configuration_decryption.encrypt_value(configuration[name], name, key)
+    run = run_debug(make_project(tmp_path, configuration), timeout=120)
+    assert run.returncode == 0, run.output
+    assert "SYNC SUCCEEDED" in run.output and run.rows.get("awardco.user") == 10
+    assert SECRET not in run.output and API_KEY not in run.output
