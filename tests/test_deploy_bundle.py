@@ -205,7 +205,7 @@ def test_make_deploy_as_the_readme_says_uploads_the_staged_package(tmp_path: Pat
     # As the README says, with the venv *not* on PATH: the Makefile must put it there for the SDK's pipreqs.
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(str(venv)))
     env.update(HOME=str(home), CI="true", FIVETRAN_API_KEY="ZmFrZTprZXk=", FIVETRAN_DESTINATION_NAME="warehouse",
-               FIVETRAN_CONNECTION_NAME="syncflow_test", FIVETRAN_TELEMETRY_DISABLED="true")  # fmt: skip
+               FIVETRAN_CONNECTION_NAME="syncflow_test", DO_NOT_TRACK="1")  # fmt: skip
     try:
         done = subprocess.run(
             ["make", "-o", f"{venv}/.installed-stamp", f"VENV={venv}", "deploy", "DEPLOY_FLAGS=--non-interactive"],
