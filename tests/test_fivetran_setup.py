@@ -195,7 +195,7 @@ def test_setup_tests_name_both_apis_on_bad_credentials_without_echoing_them(
     failed = re.search(r"\[check_credentials - [^\]]+\]: (.*)\n(.*)\n", output)
     assert failed, output
     assert failed.group(1).startswith("accelo POST /oauth2/v0/token: credentials refused (401")
-    assert "awardco GET /api/users: the API key was refused (401); check awardco_api_key" in failed.group(2)
+    assert "awardco GET /api/users: answered 401; the API key was refused, check awardco_api_key" in failed.group(2)
     assert SECRET not in output and API_KEY not in output
     assert "Traceback" not in output
 
@@ -285,7 +285,7 @@ def test_fivetran_debug_ends_a_failed_sync_with_its_line_and_no_traceback(
     assert run.returncode == 1
     error = run.output.split("Error: ", 1)[1]
     assert "accelo POST /oauth2/v0/token: credentials refused (401" in error
-    assert "awardco GET /api/users: the API key was refused (401); check awardco_api_key" in error
+    assert "awardco GET /api/users: answered 401; the API key was refused, check awardco_api_key" in error
     assert API_KEY not in run.output
     assert "SYNC FAILED" in run.output
     assert "Traceback" not in run.output, run.output

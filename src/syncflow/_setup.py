@@ -180,7 +180,7 @@ async def _probe_awardco(settings: Settings, producer: _Producer, http: httpx.As
         result.budget_exhausted = str(exc)
     except AuthenticationError as exc:
         result.credentials = (
-            f"awardco GET /api/users: the API key was refused ({exc.status_code}); check awardco_api_key"
+            f"{exc.api} {exc.endpoint}: answered {exc.status_code}; the API key was refused, check awardco_api_key"
         )
     except SourceError as exc:
         result.credentials = f"{exc}; check awardco_base_url and awardco_api_key"
