@@ -1,12 +1,21 @@
 # Two commands do all set-up on a fresh machine with Python 3.10+:
 #   make run    - create .venv, install, run `fivetran debug` on the embedded simulator (files/warehouse.db)
 #   make test   - create .venv, install, lint, type-check and run the whole test suite
+# And for Fivetran:
+#   make setup-test - run the setup form's tests (`fivetran configuration --test`) on configuration.json
+#   make package    - build the upload zip offline with the SDK's packager (dist/syncflow-connector.zip)
+#   make deploy     - package and deploy; FIVETRAN_API_KEY, FIVETRAN_DESTINATION_NAME, FIVETRAN_CONNECTION_NAME
 PYTHON ?= $(shell command -v python3.11 || command -v python3 || command -v python)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck soak bench bench-smoke clean
+.PHONY: run test lint typecheck soak bench bench-smoke clean setup-test package deploy
+
+# The SDK runs `pipreqs` as a bare command: the venv's bin/ must be on PATH, or `fivetran deploy` cannot find it.
+FIVETRAN := PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/fivetran
+CONFIG   ?= configuration.json
+STAGE    := build/connector
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,10 +24,22 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" fivetran debug --configuration configuration.json
+	$(FIVETRAN) debug --configuration $(CONFIG)
+
+setup-test: $(STAMP)
+	$(FIVETRAN) configuration --test --non-interactive
+
+# The upload package holds connector.py, requirements.txt and src/ (less what only the Python API uses); see
+# tools/package.py for why it is staged rather than zipped from here.
+package: $(STAMP)
+	$(PY) tools/package.py --stage $(STAGE) --out dist/syncflow-connector.zip
+
+deploy: $(STAMP)
+	$(PY) tools/package.py --stage $(STAGE) --stage-only
+	$(FIVETRAN) deploy $(STAGE) --configuration "$(abspath $(CONFIG))" $(DEPLOY_FLAGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests connector.py $(wildcard benchmarks)
+	$(PY) -m ruff check src tests connector.py tools $(wildcard benchmarks)
 
 typecheck: $(STAMP)
 	$(PY) -m mypy
@@ -39,4 +60,4 @@ bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.run --out BENCHMARKS.md
 
 clean:
-	rm -rf $(VENV) files crash-reports .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) files crash-reports build dist .pytest_cache .mypy_cache .ruff_cache

@@ -68,7 +68,7 @@ def _duckdb_counts(path: Path) -> dict[str, tuple[int, int]]:
         for schema, table in connection.sql(
             "select table_schema, table_name from information_schema.tables where table_schema in ('accelo','awardco')"
         ).fetchall():
-            key = '"employeeId"' if schema == "awardco" else "id"
+            key = "employee_id" if schema == "awardco" else "id"  # Fivetran's names, as in to_duckdb
             total, distinct = connection.sql(
                 f'select count(*), count(distinct {key}) from "{schema}"."{table}"'
             ).fetchone() or (0, 0)

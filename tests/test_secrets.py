@@ -54,6 +54,7 @@ def served_sim() -> Iterator[tuple[str, Simulator]]:
 def _run_connector(project: Path, configuration: dict[str, str]) -> None:
     from fivetran_connector_sdk import Connector, Logging
     from fivetran_connector_sdk_cli import core_adapter
+    from fivetran_connector_sdk_core import ConnectorTask
 
     from syncflow.fivetran import schema, update
 
@@ -63,7 +64,7 @@ def _run_connector(project: Path, configuration: dict[str, str]) -> None:
     connector.configuration = configuration
     try:
         core_adapter.run(connector, str(project), configuration, {})
-    except Exception as exc:  # the runner reports a failed update() by raising; its text is checked below
+    except (Exception, ConnectorTask) as exc:  # a failed update() ends by op.error (ConnectorTask); text checked below
         print(f"runner raised: {exc}")
 
 

@@ -26,7 +26,6 @@ import httpx
 
 from ._config import Settings, load_settings
 from ._pipeline import Batch, Progress, Sink
-from ._progress import TqdmProgress
 from ._state import StateDocument
 from ._sync import SyncResult, available_streams, iterate_sync, run_sync, select_streams
 
@@ -55,6 +54,8 @@ def _names(streams: str | Sequence[str] | None) -> list[str] | None:
 
 def _progress(progress: bool | Progress) -> Progress | None:
     if progress is True:
+        from ._notebook import TqdmProgress  # only the Python API shows bars (the connector's package leaves it out)
+
         return TqdmProgress()
     return progress or None
 

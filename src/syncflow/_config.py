@@ -8,6 +8,7 @@ them.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ._exceptions import ConfigurationError
@@ -25,54 +26,23 @@ from ._http._body import DEFAULT_MAX_RESPONSE_MB, MAX_RESPONSE_KEY
 from ._http._origin import cleartext_problem
 from ._redaction import Secret
 
-__all__ = ["AcceloSettings", "AwardcoSettings", "MockSettings", "Settings", "configured_secrets", "load_settings"]
+__all__ = [
+    "KEYS",
+    "KNOWN_KEYS",
+    "AcceloSettings",
+    "AwardcoSettings",
+    "Key",
+    "MockSettings",
+    "Settings",
+    "configured_secrets",
+    "load_settings",
+    "unknown_key_message",
+]
 
 logger = logging.getLogger("syncflow")
 
 SOURCES = ("accelo", "awardco")
 MOCK_BASE_URL = "http://sim.invalid"
-
-# The example connectors' names for our keys: their users keep their files.
-ALIASES: Mapping[str, str] = {
-    "deployment": "accelo_deployment",
-    "client_id": "accelo_client_id",
-    "client_secret": "accelo_client_secret",
-    "api_key": "awardco_api_key",
-    "base_url": "awardco_base_url",
-    "rate_limit": "awardco_requests_per_hour",
-    "updated_since_param": "awardco_updated_since_param",
-}
-
-KNOWN_KEYS = frozenset(
-    {
-        "use_mock",
-        "sources",
-        "accelo_deployment",
-        "accelo_client_id",
-        "accelo_client_secret",
-        "accelo_base_url",
-        "accelo_requests_per_hour",
-        "accelo_lookback_seconds",
-        "awardco_api_key",
-        "awardco_base_url",
-        "awardco_requests_per_hour",
-        "awardco_updated_since_param",
-        "max_concurrency",
-        "start_date",
-        "max_rate_limit_wait_seconds",
-        "checkpoint_every_rows",
-        "checkpoint_every_seconds",
-        "queue_pages",
-        "request_timeout_seconds",
-        "max_retries",  # deprecated and ignored: retries are bounded by max_retry_seconds alone
-        "max_retry_seconds",
-        "mock_seed",
-        "mock_scale",
-        "mock_latency_seconds",
-        "max_response_mb",
-        "ca_bundle",
-    }
-)
 
 # Chosen from the benchmark (see BENCHMARKS.md): enough pages in flight to hide a ~150 ms round trip without
 # bursting past what a 5000/hour budget can sustain.
@@ -81,6 +51,108 @@ DEFAULT_MAX_CONCURRENCY = 16
 # cascade) commits seconds to minutes later. Five minutes covers those and a server clock a few minutes off, and
 # costs no extra request on an incremental sync unless over a page of records changed in those five minutes.
 DEFAULT_ACCELO_LOOKBACK_SECONDS = 300
+
+KeyKind = Literal["text", "secret", "url", "integer", "number", "boolean", "choice", "date"]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: everything the setup form, the validation and the README table say about it.
+
+    Adding a key is one entry in `KEYS` (and its use in `_parse`): the form (`syncflow.fivetran.configuration_form`),
+    `KNOWN_KEYS`, `SECRET_KEYS`, the aliases and the defaults the reader falls back to all come from here, and a test
+    checks that the README's configuration table lists every key.
+    """
+
+    name: str
+    label: str
+    description: str
+    kind: KeyKind = "text"
+    default: str = ""
+    placeholder: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[tuple[str, str], ...] = ()  # (value, label) for a dropdown
+    aliases: tuple[str, ...] = ()  # the example connectors' names for this key
+    deprecated: bool = False  # still accepted (and validated), left out of the setup form
+
+    @property
+    def secret(self) -> bool:
+        return self.kind == "secret"
+
+
+KEYS: tuple[Key, ...] = (
+    Key("use_mock", "Use the simulated APIs", "Sync from syncflow's built-in simulated Accelo and AwardCo APIs, "
+        "offline, with no credentials (for trying the connector out).", "boolean", "false"),
+    Key("accelo_deployment", "Accelo deployment", "Your deployment name: the 'acme' in acme.api.accelo.com.",
+        placeholder="acme", aliases=("deployment",)),
+    Key("accelo_client_id", "Accelo client ID", "The client ID of an Accelo service application "
+        "(Accelo → Configuration → API).", placeholder="a1b2c3d4e5@acme.accelo.com", aliases=("client_id",)),
+    Key("accelo_client_secret", "Accelo client secret", "The client secret of that service application.",
+        "secret", aliases=("client_secret",)),
+    Key("accelo_base_url", "Accelo base URL", "Optional: overrides https://{deployment}.api.accelo.com "
+        "(proxies, tests). No trailing /api/v0.", "url", placeholder="https://acme.api.accelo.com"),
+    Key("accelo_requests_per_hour", "Accelo requests per hour", "Client-side budget shared by every Accelo "
+        "entity; the server's rate-limit headers also apply.", "integer", "5000", "5000", minimum=1),
+    Key("awardco_api_key", "AwardCo API key", "Your AwardCo API key (sent as the apiKey header).", "secret",
+        aliases=("api_key",)),
+    Key("awardco_base_url", "AwardCo base URL", "Your AwardCo host, without a trailing /api.", "url",
+        placeholder="https://api.awardco.com", aliases=("base_url",)),
+    Key("awardco_requests_per_hour", "AwardCo requests per hour", "Client-side budget for AwardCo; the server's "
+        "rate-limit headers also apply.", "integer", "1000", "1000", minimum=1, aliases=("rate_limit",)),
+    Key("awardco_updated_since_param", "AwardCo incremental parameter", "Name of the query parameter AwardCo "
+        "filters updated users by.", default="updated_since", placeholder="updated_since",
+        aliases=("updated_since_param",)),
+    Key("sources", "Sources", "Which APIs to sync (a comma list of accelo, awardco); default: every API whose "
+        "credentials are set.", "choice", choices=(("accelo,awardco", "Accelo and AwardCo"), ("accelo", "Accelo only"),
+        ("awardco", "AwardCo only"))),
+    Key("start_date", "Start date", "Optional ISO-8601 lower bound for the first sync; default: everything.",
+        "date", placeholder="2024-01-01"),
+    Key("max_concurrency", "Requests in flight", "Requests in flight per API (chosen by benchmark).", "integer",
+        str(DEFAULT_MAX_CONCURRENCY), str(DEFAULT_MAX_CONCURRENCY), minimum=1, maximum=256),
+    Key("max_rate_limit_wait_seconds", "Longest wait for rate budget (s)", "When the budget resets later than "
+        "this, the sync checkpoints and ends cleanly; the next sync carries on.", "number", "300", "300", minimum=0),
+    Key("checkpoint_every_rows", "Checkpoint every N rows", "Checkpoint cadence in rows (and at the end).",
+        "integer", "5000", "5000", minimum=1),
+    Key("checkpoint_every_seconds", "Checkpoint every N seconds", "Checkpoint cadence in seconds.", "number", "30",
+        "30", minimum=0),
+    Key("queue_pages", "Pages buffered", "Pages buffered between fetching and writing (bounds memory).", "integer",
+        "64", "64", minimum=1, maximum=100_000),
+    Key("request_timeout_seconds", "Request timeout (s)", "Timeout of one HTTP request.", "number", "60", "60",
+        minimum=0.001),
+    Key("max_retries", "Retries per request (deprecated)", "Deprecated and ignored: retries are bounded by time "
+        "alone (max_retry_seconds). Accepted so existing files keep working.", "integer", "8", "8", minimum=0,
+        maximum=100, deprecated=True),
+    Key("max_retry_seconds", "Longest retry time (s)", "How long a failing request is retried after its first "
+        "failure before its stream fails (outages shorter than this are survived).", "number", "300", "300",
+        minimum=0),
+    Key("accelo_lookback_seconds", "Accelo lookback (s)", "Each incremental Accelo window re-reads this many seconds "
+        "before the saved cursor, for records committed late (long transactions) and a server clock a few minutes "
+        "off.", "integer", str(DEFAULT_ACCELO_LOOKBACK_SECONDS), str(DEFAULT_ACCELO_LOOKBACK_SECONDS), minimum=0,
+        maximum=7 * 24 * 3600),
+    Key(MAX_RESPONSE_KEY, "Largest response (MiB)", "Bound on one response's decoded size; a larger body (e.g. a "
+        "compression bomb) is an error, never read whole.", "number", f"{DEFAULT_MAX_RESPONSE_MB:g}",
+        f"{DEFAULT_MAX_RESPONSE_MB:g}", minimum=0.01),
+    Key("ca_bundle", "CA bundle", "Optional path to PEM CA certificates to trust instead of the default store "
+        "(a corporate TLS proxy); verification stays on.", placeholder="/etc/ssl/certs/corporate-ca.pem"),
+    Key("mock_seed", "Simulator seed", "use_mock only: the simulated data's random seed.", "integer", "7", "7",
+        minimum=0),
+    Key("mock_scale", "Simulator scale", "use_mock only: multiplies the simulated record counts.", "number", "1",
+        "1", minimum=0),
+    Key("mock_latency_seconds", "Simulator latency (s)", "use_mock only: simulated latency per request.", "number",
+        "0", "0", minimum=0),
+)  # fmt: skip
+
+KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
+KNOWN_KEYS = frozenset(KEYS_BY_NAME)
+SECRET_KEYS = frozenset(key.name for key in KEYS if key.secret)
+# The example connectors' names for our keys: their users keep their files.
+ALIASES: Mapping[str, str] = {alias: key.name for key in KEYS for alias in key.aliases}
+# What `fivetran configuration` writes in front of a password field it encrypted (the SDK decrypts it for debug
+# runs and setup tests; one that reaches us still encrypted was not decrypted).
+ENCRYPTED_PREFIX = "fivetran_encrypted:"
+
+
 
 
 @dataclass(frozen=True)
@@ -137,9 +209,6 @@ class Settings:
         return _parse(configuration)
 
 
-SECRET_KEYS = frozenset({"accelo_client_secret", "awardco_api_key"})
-
-
 def configured_secrets(configuration: Mapping[str, Any]) -> tuple[Secret, ...]:
     """The credentials in a raw configuration (under their own or alias names), before it is validated: what must
     be scrubbed from anything logged while it is read."""
@@ -192,9 +261,14 @@ class _Reader:
                 raise ConfigurationError(f"{key}: expected a string value, got {type(value).__name__}")
             self.values[canonical] = value.strip()
             self.spelled[canonical] = key
-        unknown = sorted(self.spelled[k] for k in self.values if k not in KNOWN_KEYS)
-        if unknown:
-            logger.warning("configuration: ignoring unknown key(s) %s", ", ".join(unknown))
+        for name in sorted(self.spelled[k] for k in self.values if k not in KNOWN_KEYS):
+            logger.warning("%s", unknown_key_message(name))
+        for key in SECRET_KEYS:
+            if self.values.get(key, "").startswith(ENCRYPTED_PREFIX):
+                raise ConfigurationError(
+                    f"{self.name(key)}: still encrypted; run through `fivetran debug` or `fivetran configuration "
+                    "--test` (they decrypt it), or re-run `fivetran configuration` to enter it again"
+                )
 
     def name(self, key: str) -> str:
         return self.spelled.get(key, key)
@@ -202,7 +276,9 @@ class _Reader:
     def text(self, key: str) -> str:
         return self.values.get(key, "")
 
-    def boolean(self, key: str, default: bool) -> bool:
+    def boolean(self, key: str, default: bool | None = None) -> bool:
+        if default is None:
+            default = _default(key) == "true"
         value = self.text(key).lower()
         if not value:
             return default
@@ -212,9 +288,16 @@ class _Reader:
             return False
         raise ConfigurationError(f'{self.name(key)}: expected "true" or "false", got {value!r}')
 
-    def integer(self, key: str, default: int, *, minimum: int = 1, maximum: int | None = None) -> int:
-        value = self.text(key)
-        if not value:
+    def integer(
+        self, key: str, default: int | None = None, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        entry = KEYS_BY_NAME.get(key)
+        if minimum is None:
+            minimum = 1 if entry is None or entry.minimum is None else int(entry.minimum)
+        if maximum is None and entry is not None and entry.maximum is not None:
+            maximum = int(entry.maximum)
+        value = self.text(key) or ("" if default is not None else _default(key))
+        if not value and default is not None:
             return default
         try:
             number = int(value)
@@ -225,9 +308,12 @@ class _Reader:
             raise ConfigurationError(f"{self.name(key)}: must be {bounds}, got {number}")
         return number
 
-    def number(self, key: str, default: float, *, minimum: float = 0.0) -> float:
-        value = self.text(key)
-        if not value:
+    def number(self, key: str, default: float | None = None, *, minimum: float | None = None) -> float:
+        entry = KEYS_BY_NAME.get(key)
+        if minimum is None:
+            minimum = 0.0 if entry is None or entry.minimum is None else float(entry.minimum)
+        value = self.text(key) or ("" if default is not None else _default(key))
+        if not value and default is not None:
             return default
         try:
             number = float(value)
@@ -256,6 +342,21 @@ class _Reader:
                     f"{self.name(key)}: drop the trailing {suffix!r}; syncflow adds the API path itself"
                 )
         return trimmed
+
+
+def _default(key: str) -> str:
+    entry = KEYS_BY_NAME.get(key)
+    if entry is None:
+        raise KeyError(f"{key}: not in KEYS; give it an entry there (or pass a default)")
+    return entry.default
+
+
+def unknown_key_message(name: str) -> str:
+    """One line for a key syncflow does not know, with the nearest known key when it looks like a typo."""
+    known = sorted(KNOWN_KEYS | set(ALIASES))
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; the known keys are listed in the README ({len(KEYS)})"
+    return f"configuration: unknown key {name!r} ignored{hint}"
 
 
 def _shown(value: str) -> str:
@@ -318,10 +419,8 @@ def _parse_sources(reader: _Reader) -> tuple[str, ...]:
 
 
 def _parse_accelo(reader: _Reader, use_mock: bool) -> AcceloSettings | None:
-    budget = reader.integer("accelo_requests_per_hour", 5000)
-    lookback = reader.integer(
-        "accelo_lookback_seconds", DEFAULT_ACCELO_LOOKBACK_SECONDS, minimum=0, maximum=7 * 24 * 3600
-    )
+    budget = reader.integer("accelo_requests_per_hour")
+    lookback = reader.integer("accelo_lookback_seconds")
     if use_mock:
         from .sim import ACCELO_CLIENT_ID, ACCELO_CLIENT_SECRET
 
@@ -357,8 +456,8 @@ def _parse_accelo(reader: _Reader, use_mock: bool) -> AcceloSettings | None:
 
 
 def _parse_awardco(reader: _Reader, use_mock: bool) -> AwardcoSettings | None:
-    budget = reader.integer("awardco_requests_per_hour", 1000)
-    param = reader.text("awardco_updated_since_param") or "updated_since"
+    budget = reader.integer("awardco_requests_per_hour")
+    param = reader.text("awardco_updated_since_param") or _default("awardco_updated_since_param")
     if not param.replace("_", "").isalnum():
         raise ConfigurationError(f"{reader.name('awardco_updated_since_param')}: expected a query parameter name")
     if use_mock:
@@ -383,32 +482,43 @@ def _parse(raw: Mapping[str, Any]) -> Settings:
     reader = _Reader(raw)
     use_mock = reader.boolean("use_mock", False)
     sources = _parse_sources(reader)
-    accelo = _parse_accelo(reader, use_mock) if "accelo" in sources else None
-    awardco = _parse_awardco(reader, use_mock) if "awardco" in sources else None
+    # Both APIs are checked before either error is raised: a user fixing credentials sees every problem at once.
+    problems: list[str] = []
+    accelo = awardco = None
+    try:
+        accelo = _parse_accelo(reader, use_mock) if "accelo" in sources else None
+    except ConfigurationError as exc:
+        problems.append(str(exc))
+    try:
+        awardco = _parse_awardco(reader, use_mock) if "awardco" in sources else None
+    except ConfigurationError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise ConfigurationError("\n".join(problems))
     if accelo is None and awardco is None:
         raise ConfigurationError(
             'configuration: no source configured; set the accelo_* or awardco_* keys, or "use_mock": "true"'
         )
     _warn_deprecated_max_retries(reader)
     mock = MockSettings(
-        seed=reader.integer("mock_seed", 7, minimum=0),
-        scale=reader.number("mock_scale", 1.0),
-        latency_seconds=reader.number("mock_latency_seconds", 0.0),
+        seed=reader.integer("mock_seed"),
+        scale=reader.number("mock_scale"),
+        latency_seconds=reader.number("mock_latency_seconds"),
     )
     return Settings(
         accelo=accelo,
         awardco=awardco,
         use_mock=use_mock,
         mock=mock,
-        max_concurrency=reader.integer("max_concurrency", DEFAULT_MAX_CONCURRENCY, maximum=256),
+        max_concurrency=reader.integer("max_concurrency"),
         start_date=_parse_start_date(reader),
-        max_rate_limit_wait_seconds=reader.number("max_rate_limit_wait_seconds", 300.0),
-        checkpoint_every_rows=reader.integer("checkpoint_every_rows", 5000),
-        checkpoint_every_seconds=reader.number("checkpoint_every_seconds", 30.0),
-        queue_pages=reader.integer("queue_pages", 64, maximum=100_000),
-        request_timeout_seconds=reader.number("request_timeout_seconds", 60.0, minimum=0.001),
-        max_retry_seconds=reader.number("max_retry_seconds", 300.0),
-        max_response_mb=reader.number(MAX_RESPONSE_KEY, DEFAULT_MAX_RESPONSE_MB, minimum=0.01),
+        max_rate_limit_wait_seconds=reader.number("max_rate_limit_wait_seconds"),
+        checkpoint_every_rows=reader.integer("checkpoint_every_rows"),
+        checkpoint_every_seconds=reader.number("checkpoint_every_seconds"),
+        queue_pages=reader.integer("queue_pages"),
+        request_timeout_seconds=reader.number("request_timeout_seconds"),
+        max_retry_seconds=reader.number("max_retry_seconds"),
+        max_response_mb=reader.number(MAX_RESPONSE_KEY),
         ca_bundle=_parse_ca_bundle(reader),
     )
 

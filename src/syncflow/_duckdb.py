@@ -1,6 +1,9 @@
 """A DuckDB sink for scripts and notebooks: typed tables per source schema, upserts by primary key, and the sync
 state stored in the same file, committed in the same transaction as the rows it covers.
 
+Tables and columns get Fivetran's destination names (`_naming`: `employeeId` → `employee_id`), so a query written
+against this file runs against the warehouse `fivetran debug` or a Fivetran destination fills, and back.
+
 Rows are buffered per table and written at each checkpoint inside one transaction with the new state, so a crash
 leaves the file at the last checkpoint: rows and state always agree, and the next run resumes from there.
 """
@@ -17,6 +20,8 @@ from typing import Any
 
 import duckdb
 
+from ._exceptions import ConfigurationError
+from ._naming import destination_column, destination_table
 from ._streams import Stream, decimal_params
 
 __all__ = ["DuckDBSink"]
@@ -48,8 +53,14 @@ def _quote(name: str) -> str:
 class _Table:
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
-        self.name = f"{_quote(stream.source)}.{_quote(stream.table)}"
-        self.columns: list[str] = list(stream.columns)
+        self.name = f"{_quote(stream.source)}.{_quote(destination_table(stream.table))}"
+        # Destination column → the field it is read from. Of two fields that rename to one name, the first is kept,
+        # as in Fivetran.
+        self.sources: dict[str, str] = {}
+        for field in stream.columns:
+            self.sources.setdefault(destination_column(field), field)
+        self.types = {dest: _duckdb_type(stream.columns[src]) for dest, src in self.sources.items()}
+        self.columns: list[str] = list(self.sources)
         self.pending: list[Mapping[str, Any]] = []
 
 
@@ -59,10 +70,14 @@ class DuckDBSink:
     def __init__(self, path: str | PathLike[str], streams: Iterable[Stream]) -> None:
         self._connection = duckdb.connect(str(path))
         self._tables = {(s.source, s.table): _Table(s) for s in streams}
-        self._connection.execute("CREATE SCHEMA IF NOT EXISTS _syncflow")
-        self._connection.execute(f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (id INTEGER PRIMARY KEY, state JSON)")
-        for table in self._tables.values():
-            self._create(table)
+        try:
+            self._connection.execute("CREATE SCHEMA IF NOT EXISTS _syncflow")
+            self._connection.execute(f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (id INTEGER PRIMARY KEY, state JSON)")
+            for table in self._tables.values():
+                self._create(table)
+        except BaseException:
+            self._connection.close()  # the caller never gets the sink, so it cannot close the file itself
+            raise
 
     def __repr__(self) -> str:
         return f"DuckDBSink(tables={len(self._tables)})"
@@ -70,10 +85,24 @@ class DuckDBSink:
     def _create(self, table: _Table) -> None:
         stream = table.stream
         self._connection.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(stream.source)}")
-        columns = ", ".join(f"{_quote(name)} {_duckdb_type(kind)}" for name, kind in stream.columns.items())
-        key = ", ".join(_quote(name) for name in stream.primary_key)
+        columns = ", ".join(f"{_quote(name)} {kind}" for name, kind in table.types.items())
+        key = ", ".join(_quote(destination_column(name)) for name in stream.primary_key)
         self._connection.execute(f"CREATE TABLE IF NOT EXISTS {table.name} ({columns}, PRIMARY KEY ({key}))")
         existing = [row[0] for row in self._connection.execute(f"DESCRIBE {table.name}").fetchall()]
+        renamed = [
+            src for dest, src in table.sources.items() if src != dest and src in existing and dest not in existing
+        ]
+        if renamed:
+            # A file an older syncflow wrote with the API's own names: appending renamed columns would split the data.
+            raise ConfigurationError(
+                f"{table.name}: this DuckDB file has columns under the API's names ({', '.join(renamed[:3])}), from an "
+                "older syncflow; write to a new file, or drop the table to sync it again with Fivetran's names"
+            )
+        for name, kind in table.types.items():
+            if name not in existing:
+                # A declared column missing from a file written with an earlier schema: added with its declared type.
+                self._connection.execute(f"ALTER TABLE {table.name} ADD COLUMN {_quote(name)} {kind}")
+                existing.append(name)
         table.columns = existing
 
     def load_state(self) -> dict[str, Any] | None:
@@ -101,21 +130,23 @@ class DuckDBSink:
     def _flush(self, table: _Table) -> None:
         if not table.pending:
             return
-        extra = sorted({name for row in table.pending for name in row} - set(table.columns))
-        declared = table.stream.columns
-        for name in extra:
-            # AwardCo may return fields beyond the declared ones: kept as text. A declared column missing from an
-            # existing file (one written with an earlier schema) is added with its declared type.
-            kind = _duckdb_type(declared[name]) if name in declared else "VARCHAR"
-            self._connection.execute(f"ALTER TABLE {table.name} ADD COLUMN {_quote(name)} {kind}")
-            table.columns.append(name)
-        columns: Sequence[str] = table.columns
-        types = {name: _duckdb_type(table.stream.columns[name]) if name in table.stream.columns else "VARCHAR"
-                 for name in columns}  # fmt: skip
+        fields = sorted({name for row in table.pending for name in row} - set(table.sources.values()))
+        for field in fields:  # AwardCo may return fields beyond the declared ones: keep them, as text
+            name = destination_column(field)
+            if name in table.sources:
+                continue  # renames onto a column already filled by an earlier field: the first is kept
+            table.sources[name] = field
+            table.types[name] = "VARCHAR"
+            if name not in table.columns:
+                self._connection.execute(f"ALTER TABLE {table.name} ADD COLUMN {_quote(name)} VARCHAR")
+                table.columns.append(name)
+        columns: Sequence[str] = [name for name in table.columns if name in table.sources]
+        types = {name: table.types[name] for name in columns}
         # Row-at-a-time executemany manages a few hundred rows/s; one NDJSON file read by DuckDB is ~100x faster.
         with tempfile.NamedTemporaryFile("w", suffix=".ndjson", encoding="utf-8", delete=False) as handle:
             for row in table.pending:
-                handle.write(json.dumps({name: _cell(row.get(name)) for name in columns}, default=_json_default))
+                cells = {name: _cell(row.get(table.sources[name])) for name in columns}
+                handle.write(json.dumps(cells, default=_json_default))
                 handle.write("\n")
         try:
             spec = "{" + ", ".join(f"'{_escape(name)}': '{kind}'" for name, kind in types.items()) + "}"

@@ -1,4 +1,4 @@
-"""Progress for people: a periodic log line per stream (`fivetran debug`), or a tqdm bar per stream (notebooks)."""
+"""Progress for people: a periodic line per stream (`fivetran debug`'s log; the text form of `_notebook`'s progress)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from ._http import RateStatistics
 from ._pipeline import Batch
 
-__all__ = ["LogProgress", "TqdmProgress"]
+__all__ = ["LogProgress"]
 
 logger = logging.getLogger("syncflow")
 
@@ -28,8 +27,9 @@ class _StreamProgress:
 class LogProgress:
     """Logs one line per active stream every `every_seconds`: rows, requests, requests/s and an ETA when known."""
 
-    def __init__(self, every_seconds: float = 10.0) -> None:
+    def __init__(self, every_seconds: float = 10.0, *, write: Callable[[str], None] | None = None) -> None:
         self._every = every_seconds
+        self._write = write if write is not None else _log
         self._streams: dict[str, _StreamProgress] = {}
         self._last = time.monotonic()
         self._budgets: Callable[[], Mapping[str, RateStatistics]] = dict
@@ -48,16 +48,24 @@ class LogProgress:
             progress.total = batch.total_rows
         now = time.monotonic()
         if now - self._last >= self._every:
-            self._last = now
-            budgets = self._budgets()
-            for name, p in sorted(self._streams.items()):
-                logger.info("%s%s", _line(name, p, now), _budget(budgets.get(name.split(".", 1)[0])))
+            self.flush(now)
+
+    def flush(self, now: float) -> None:
+        """Write the line of every stream seen so far."""
+        self._last = now
+        budgets = self._budgets()
+        for name, p in sorted(self._streams.items()):
+            self._write(f"{_line(name, p, now)}{_budget(budgets.get(name.split('.', 1)[0]))}")
 
     def on_checkpoint(self) -> None:
         return None
 
     def close(self) -> None:
         return None
+
+
+def _log(line: str) -> None:
+    logger.info("%s", line)
 
 
 def _line(name: str, p: _StreamProgress, now: float) -> str:
@@ -78,35 +86,3 @@ def _budget(stats: RateStatistics | None) -> str:
         "" if stats.server_reset_at is None else f", resets in {max(0.0, stats.server_reset_at - time.time()):.0f} s"
     )
     return f"; {stats.api} budget: {stats.server_remaining} requests left{reset}"
-
-
-class TqdmProgress:
-    """One tqdm bar per stream (`tqdm.auto` picks the notebook widget in Jupyter and text in a terminal)."""
-
-    def __init__(self, **tqdm_kwargs: Any) -> None:
-        from tqdm.auto import tqdm
-
-        self._tqdm = tqdm
-        self._kwargs = tqdm_kwargs
-        self._bars: dict[str, Any] = {}
-
-    def on_start(self, budgets: Callable[[], Mapping[str, RateStatistics]]) -> None:
-        return None
-
-    def on_batch(self, batch: Batch) -> None:
-        bar = self._bars.get(batch.stream)
-        if bar is None:
-            bar = self._bars[batch.stream] = self._tqdm(
-                desc=batch.stream, unit="rows", total=batch.total_rows, position=len(self._bars), **self._kwargs
-            )
-        if batch.total_rows is not None and bar.total != batch.total_rows:
-            bar.total = batch.total_rows
-            bar.refresh()
-        bar.update(len(batch.rows))
-
-    def on_checkpoint(self) -> None:
-        return None
-
-    def close(self) -> None:
-        for bar in self._bars.values():
-            bar.close()

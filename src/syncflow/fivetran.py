@@ -1,7 +1,14 @@
-"""The Fivetran Connector SDK adapter: `schema()` and `update()`; the only module that imports the SDK.
+"""The Fivetran Connector SDK adapter: `schema()`, `update()`, the setup form and its setup tests; the only module
+that imports the SDK.
 
 `update()` runs on the SDK's thread; syncflow's drain runs there too, so `op.upsert` and `op.checkpoint` are only
 ever called from it. syncflow's log records are forwarded to the SDK's `Logging`, scrubbed of secrets.
+
+An expected failure (a bad configuration value, refused credentials, an API error) ends the sync through
+`op.error(message)`: the SDK's supported way to fail a sync with a message for the dashboard. Raising instead would
+make the SDK print the message followed by a Python traceback and write a crash report. `schema()` never fails on a
+bad configuration (a raise there prints a traceback too, and `op` is not usable yet): it declares what it can and
+leaves the one-line report to `update()`.
 """
 
 from __future__ import annotations
@@ -11,17 +18,29 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from fivetran_connector_sdk import ConfigurationForm, Test, form_field
 from fivetran_connector_sdk import Logging as log
 from fivetran_connector_sdk import Operations as op
 
-from ._config import Settings, configured_secrets
-from ._exceptions import StreamsFailed, SyncflowError
+from ._config import KEYS, KNOWN_KEYS, Key, Settings, configured_secrets
+from ._exceptions import AuthenticationError, PermissionDenied, StreamsFailed, SyncflowError
 from ._progress import LogProgress
 from ._redaction import Secret, redact_text
+from ._setup import SetupReport, probe
 from ._state import StateDocument
 from ._sync import SyncResult, available_streams, run_sync
 
-__all__ = ["FivetranSink", "SyncFailed", "schema", "update"]
+__all__ = [
+    "FivetranSink",
+    "SyncFailed",
+    "check_accelo_access",
+    "check_configuration",
+    "check_credentials",
+    "check_rate_budget",
+    "configuration_form",
+    "schema",
+    "update",
+]
 
 
 class SyncFailed(RuntimeError):
@@ -74,24 +93,45 @@ def _forward_logs(secrets: tuple[Secret, ...]) -> Iterator[None]:
         logger.propagate = previous_propagate
 
 
-def _settings(configuration: Mapping[str, Any]) -> Settings:
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """schema() parses the configuration too; its warnings (unknown keys) are said once, by update()."""
+    logger = logging.getLogger("syncflow")
+    previous = logger.disabled
+    logger.disabled = True
     try:
-        return Settings.from_mapping(configuration)
-    except SyncflowError as exc:
-        raise SyncFailed(str(exc)) from None
+        yield
+    finally:
+        logger.disabled = previous
 
 
 def schema(configuration: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The destination tables of every configured source (schema `accelo` and/or `awardco`)."""
-    return [stream.schema_entry() for stream in available_streams(_settings(configuration))]
+    """The destination tables of every configured source (schema `accelo` and/or `awardco`).
+
+    A configuration that does not parse declares no tables: `update()` then reports it in one line (see above)."""
+    with _quiet():
+        try:
+            settings = Settings.from_mapping(configuration)
+        except SyncflowError:
+            return []
+    return [stream.schema_entry() for stream in available_streams(settings)]
+
+
+def _fail(message: str) -> None:
+    """End the sync with `message` and no traceback: `op.error` reports it and stops the sync (it raises the SDK's
+    own task signal). Should an SDK's `op.error` return instead, the sync must still not look successful."""
+    op.error(message)
+    raise SyncFailed(message)
 
 
 def update(configuration: Mapping[str, Any], state: Mapping[str, Any]) -> None:
-    """Sync every configured stream from `state`; checkpoints as rows land; raises SyncFailed on expected errors."""
+    """Sync every configured stream from `state`; checkpoints as rows land; an expected error ends the sync with its
+    one-line message (`op.error`)."""
     secrets = configured_secrets(configuration)
     with _forward_logs(secrets):  # before parsing, so its warnings (unknown keys) reach the SDK's log too
-        settings = _settings(configuration)
+        settings: Settings | None = None
         try:
+            settings = Settings.from_mapping(configuration)
             document = StateDocument.load(state)
             if settings.use_mock:
                 log.info("use_mock is true: syncing from the embedded simulated Accelo and AwardCo APIs")
@@ -99,11 +139,130 @@ def update(configuration: Mapping[str, Any], state: Mapping[str, Any]) -> None:
         except StreamsFailed as exc:
             # Everything else completed and is checkpointed: say so per stream, then fail with one line.
             _summarise(exc.result)
-            raise SyncFailed(redact_text(str(exc), secrets)) from None
+            lines = [str(exc)]
+            refused = [e for e in exc.failures.values() if _refused(e)]
+            if refused and settings is not None:
+                # Credentials were refused: report every configured API's credential problems together.
+                problems = _credential_problems(settings, configuration)
+                if problems:
+                    done = sorted(exc.result.completed)
+                    lines = problems + ([f"completed and checkpointed: {', '.join(done)}"] if done else [])
+            _fail(redact_text("\n".join(lines), secrets))
+            return
         except SyncflowError as exc:
             # One clear line, not a traceback through the event loop: the message names the API, endpoint and fix.
-            raise SyncFailed(redact_text(str(exc), secrets)) from None
+            lines = [str(exc)]
+            if _refused(exc) and settings is not None:
+                lines = _credential_problems(settings, configuration) or lines
+            _fail(redact_text("\n".join(lines), secrets))
+            return
         _summarise(result)
+
+
+def _refused(error: SyncflowError) -> bool:
+    return isinstance(error, AuthenticationError) and not isinstance(error, PermissionDenied)
+
+
+def _credential_problems(settings: Settings, configuration: Mapping[str, Any]) -> list[str]:
+    """After refused credentials, ask every configured API once more (a token, one small read), so a user whose
+    Accelo and AwardCo credentials are both wrong learns it from one sync, not one per fix."""
+    try:
+        return probe(settings, configuration, access=False).credential_problems()
+    except SyncflowError as exc:  # the probe itself failed: the sync's own error stands
+        logging.getLogger("syncflow").warning("could not re-check the credentials: %s", exc)
+        return []
+
+
+# -- the setup form and its setup tests ------------------------------------------------------------------------
+
+
+def _form_field(key: Key) -> Any:
+    """One `_config.KEYS` entry as a form field: secrets masked, booleans as toggles, fixed choices as dropdowns."""
+    if key.kind == "boolean":
+        return form_field.ToggleField(key.name, key.label, description=key.description)
+    if key.kind == "choice":
+        options = [form_field.DropdownFieldParam(value=value, label=label) for value, label in key.choices]
+        return form_field.DropdownField(
+            key.name, key.label, fields=options, description=key.description, placeholder=key.placeholder or None
+        )
+    kind = form_field.TextField.password if key.secret else form_field.TextField.plain_text
+    return form_field.TextField(
+        key.name, key.label, kind, description=key.description, placeholder=key.placeholder or None
+    )
+
+
+def configuration_form() -> ConfigurationForm:
+    """The setup form: one field per configuration key (from `_config.KEYS`), and the setup tests."""
+    form = ConfigurationForm()
+    for key in KEYS:
+        if not key.deprecated:
+            form.add_field(_form_field(key))
+    form.add_test(label="Configuration values", func=check_configuration)
+    form.add_test(label="Accelo and AwardCo credentials", func=check_credentials)
+    form.add_test(label="Accelo read access to each entity", func=check_accelo_access)
+    form.add_test(label="Rate budget left", func=check_rate_budget)
+    return form
+
+
+def _setup_settings(configuration: Mapping[str, Any]) -> tuple[Settings | None, str | None]:
+    secrets = configured_secrets(configuration)
+    with _forward_logs(secrets):
+        try:
+            return Settings.from_mapping(configuration), None
+        except SyncflowError as exc:
+            return None, redact_text(str(exc), secrets)
+
+
+def _probe(configuration: Mapping[str, Any], *, access: bool) -> tuple[SetupReport | None, str | None]:
+    settings, problem = _setup_settings(configuration)
+    if settings is None:
+        return None, problem
+    with _forward_logs(configured_secrets(configuration)):
+        return probe(settings, configuration, access=access), None
+
+
+def _result(lines: list[str]) -> Any:
+    return Test.failure("\n".join(lines)) if lines else Test.success()
+
+
+def check_configuration(configuration: dict[str, Any]) -> Any:
+    """Every value is valid (one line per API with a problem, naming the key and the fix)."""
+    _, problem = _setup_settings(configuration)
+    return _result([problem] if problem else [])
+
+
+def check_credentials(configuration: dict[str, Any]) -> Any:
+    """Accelo grants a token and AwardCo accepts the key; both APIs are asked, and both answers reported."""
+    report, problem = _probe(configuration, access=False)
+    if report is None:
+        return _result([problem or "configuration: not valid"])
+    return _result(report.credential_problems())
+
+
+def check_accelo_access(configuration: dict[str, Any]) -> Any:
+    """One small read of every selected Accelo resource: each one answering 403 is named."""
+    report, problem = _probe(configuration, access=True)
+    if report is None:
+        return _result([problem or "configuration: not valid"])
+    leave_out = "the streams key" if "streams" in KNOWN_KEYS else "the sources key (which leaves out all of Accelo)"
+    return _result(report.credential_problems() + report.access_problems(leave_out))
+
+
+def check_rate_budget(configuration: dict[str, Any]) -> Any:
+    """The rate budget each server reports: a warning (not a failure) when little is left, since a sync then stops
+    early, checkpointed, and carries on in the next one."""
+    report, problem = _probe(configuration, access=False)
+    if report is None:
+        return _result([problem or "configuration: not valid"])
+    if report.credential_problems():
+        return _result(report.credential_problems())
+    for line in report.budget_warnings():
+        log.warning(line)
+    for p in report.probes():
+        stats = p.budget
+        left = "not reported" if stats is None or stats.server_remaining is None else str(stats.server_remaining)
+        log.info(f"{p.api}: requests left in this rate window: {left} (budget {p.requests_per_hour}/hour)")
+    return Test.success()
 
 
 def _summarise(result: SyncResult) -> None:
