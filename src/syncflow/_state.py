@@ -19,8 +19,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ._exceptions import StateError
+from ._keyset import Key, KeySet
 
-__all__ = ["STATE_VERSION", "StateDocument", "StatePatch", "set_op"]
+__all__ = ["STATE_VERSION", "AddKeys", "RemoveKeys", "StateDocument", "StatePatch", "set_op"]
 
 logger = logging.getLogger("syncflow")
 
@@ -45,6 +46,55 @@ _LEGACY_AWARDCO_KEY = "last_sync_time"
 
 def set_op(path: Sequence[str], value: Any) -> tuple[tuple[str, ...], Any]:
     return (tuple(path), value)
+
+
+class AddKeys:
+    """A patch value: add these primary keys to the key set at the patch's path (created empty when absent).
+
+    Key sets (a stream's known keys, a sweep's seen keys) are kept live in the document and serialised compactly
+    (`_keyset`) at each checkpoint, so a batch adds its ~100 keys without re-encoding a million.
+    """
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: Sequence[Key]) -> None:
+        self.keys = tuple(keys)
+
+    def __repr__(self) -> str:
+        return f"AddKeys({len(self.keys)} keys)"
+
+
+class RemoveKeys(AddKeys):
+    """A patch value: remove these primary keys from the key set at the patch's path."""
+
+    def __repr__(self) -> str:
+        return f"RemoveKeys({len(self.keys)} keys)"
+
+
+class _LiveKeys:
+    """A key set held in the document, with its serialised form cached until it changes."""
+
+    __slots__ = ("encoded", "keys")
+
+    def __init__(self, keys: KeySet) -> None:
+        self.keys = keys
+        self.encoded: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.encoded is None:
+            self.encoded = self.keys.to_json()
+        return self.encoded
+
+
+def _plain(node: Any) -> Any:
+    """`node` with every live key set replaced by its JSON form (a copy; the document keeps changing)."""
+    if isinstance(node, _LiveKeys):
+        return node.to_json()
+    if isinstance(node, dict):
+        return {key: _plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(value) for value in node]
+    return node
 
 
 class StateDocument:
@@ -80,7 +130,7 @@ class StateDocument:
     def stream(self, key: str) -> dict[str, Any]:
         """A copy of one stream's entry ({} when it has none)."""
         entry = self._streams.get(key)
-        return copy.deepcopy(entry) if isinstance(entry, dict) else {}
+        return copy.deepcopy(_plain(entry)) if isinstance(entry, dict) else {}
 
     def apply(self, stream_key: str, patch: StatePatch) -> None:
         for path, value in patch:
@@ -98,14 +148,25 @@ class StateDocument:
                 if not isinstance(child, dict):
                     child = node[part] = {}
                 node = child
-            if value is None:
+            if isinstance(value, AddKeys):
+                live = node.get(path[-1])
+                if not isinstance(live, _LiveKeys):
+                    # The source validated (or reset) the saved set before sending keys for it.
+                    live = node[path[-1]] = _LiveKeys(KeySet.from_json(live, f"{stream_key} {'.'.join(path)}"))
+                if isinstance(value, RemoveKeys):
+                    for key in value.keys:
+                        live.keys.discard(key)
+                else:
+                    live.keys.update(value.keys)
+                live.encoded = None
+            elif value is None:
                 node.pop(path[-1], None)
             else:
                 node[path[-1]] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
 
     def as_dict(self) -> dict[str, Any]:
         """The document to checkpoint. The caller must serialise it before the next `apply`."""
-        return {"version": STATE_VERSION, "streams": self._streams}
+        return {"version": STATE_VERSION, "streams": _plain(self._streams)}
 
 
 def _parse_iso(value: Any) -> datetime | None:

@@ -7,7 +7,7 @@ ever called from it. syncflow's log records are forwarded to the SDK's `Logging`
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,6 +33,12 @@ class FivetranSink:
 
     def upsert(self, schema: str, table: str, row: Mapping[str, Any]) -> None:
         op.upsert(table, row, schema=schema)
+
+    def delete(self, schema: str, table: str, keys: Sequence[Mapping[str, Any]]) -> None:
+        # SDK 3.0: op.delete(table, keys: dict, *, schema=None), one call per row; Fivetran soft-deletes it
+        # (sets _fivetran_deleted).
+        for key in keys:
+            op.delete(table, dict(key), schema=schema)
 
     def checkpoint(self, state: Mapping[str, Any]) -> None:
         op.checkpoint(state)  # serialises at once (json.dumps), as the Sink protocol requires
@@ -112,7 +118,9 @@ def _summarise(result: SyncResult) -> None:
         log.info(
             f"{stream}: {summary.rows} rows, {summary.requests} requests, {summary.retries} retries, "
             f"{summary.rate_limited} answered 429, {summary.seconds:.1f} s"
-        )
+            + (f"; reconciliation: {summary.repaired} rows repaired, {summary.deleted} deleted"
+               if summary.repaired or summary.deleted else "")
+        )  # fmt: skip
     for warning in result.warnings:
         log.warning(warning)
     state = "stopped early (rate budget); the next sync resumes" if result.stopped_early else "complete"

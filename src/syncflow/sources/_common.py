@@ -15,6 +15,8 @@ class SourceReport:
     completed: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     stopped_early: bool = False
+    repaired: dict[str, int] = field(default_factory=dict)  # stream -> rows upserted by a reconciliation sweep
+    deleted: dict[str, int] = field(default_factory=dict)  # stream -> rows deleted (sweep or full refresh)
 
 
 def report_conversions(report: SourceReport, converter: RowConverter) -> None:

@@ -14,6 +14,12 @@ How one entity is read, and why:
   slice, so nothing is missed or duplicated. Small tables stay at one or two requests (count + first page, together).
 - **Resumable.** The state records, per slice, the last id upserted. A crash resumes the same window and skips
   finished slices; the cursor moves to T only when every slice is done.
+- **Reconciliation** (`_reconcile`). Every `reconcile_every_hours`, after the incremental windows, an entity is swept
+  whole: `id_greater_than(last id)` + `order_by_asc(id)` with no date filter, until a page comes back empty (a short
+  page is not trusted as the end: ending early would delete live records). Every record is upserted (records with
+  null, empty or zero dates arrive), and once the sweep completes the ids known but not returned are deleted. Staff,
+  a full refresh, is swept by every completed refresh. Sweeps spend at most `reconcile_max_requests` per sync and
+  continue in the next sync; the incremental windows run first, every sync.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from .._pagination import IdKeysetPaginator
 from .._pipeline import Batch
 from .._streams import RowConverter, Stream
 from ._common import SourceReport, report_conversions
+from ._reconcile import KeyTracker, SweepBudget
 
 __all__ = ["ACCELO_STREAMS", "AcceloSource", "allocate_slices"]
 
@@ -134,11 +141,15 @@ class AcceloSource:
         concurrency: int,
         start_date: datetime | None,
         clock_now: float,
+        reconcile_every_seconds: float = 24 * 3600.0,
+        sweep_requests: int = 1250,
     ) -> None:
         self._client = client
         self._auth = auth
         self._send = send
         self._concurrency = concurrency
+        self._reconcile_every = reconcile_every_seconds
+        self._sweep_budget = SweepBudget(sweep_requests)
         self._start = int(start_date.timestamp()) if start_date else None
         self._clock_now = clock_now
         self.server_clock_read_at = 0.0
@@ -163,6 +174,13 @@ class AcceloSource:
         async with anyio.create_task_group() as tg:
             for entity in entities:
                 tg.start_soon(entity.run, budgets[entity.stream.key])
+        # Sweeps only after every incremental window is delivered: a sweep that runs out of budget never holds up
+        # the regular part of the sync.
+        async with anyio.create_task_group() as tg:
+            for entity in entities:
+                tg.start_soon(entity.sweep, self._sweep_budget)
+        if self._sweep_budget.exhausted:
+            logger.info("accelo: reconciliation used this sync's share of the budget; it continues in the next sync")
         return report
 
 
@@ -193,6 +211,7 @@ class _EntitySync:
         self.fields = ",".join(stream.columns)
         self.converter: RowConverter = stream.converter()
         self.expected_rows: int | None = None
+        self.keys = KeyTracker(stream, prior, report)
         # Set by open():
         self.active = False
         self.window: tuple[int | None, int | None] = (None, None)
@@ -201,16 +220,19 @@ class _EntitySync:
         self.first_page: tuple[list[dict[str, Any]], int] = ([], 0)
         self.pages_to_slice = 0  # pages of a window too big for one page (0: nothing to share out)
 
-    async def _send(self, rows: Sequence[Mapping[str, Any]], patch: Any, *, requests: int) -> None:
+    async def _send(
+        self, rows: Sequence[Mapping[str, Any]], patch: Any, *, requests: int, deletes: Sequence[Any] = ()
+    ) -> None:
         await self.source._send.send(
             Batch(
                 stream=self.stream.key,
                 schema=self.stream.source,
                 table=self.stream.table,
                 rows=rows,
-                patch=patch,
+                patch=[*patch, *self.keys.ops_for(rows)],
                 requests=requests,
                 total_rows=self.expected_rows,
+                deletes=deletes,
             )
         )
 
@@ -251,7 +273,11 @@ class _EntitySync:
     async def run(self, slice_budget: int) -> None:
         if not self.active:
             return
+        refresh = self.stream.cursor is None
         if self.slices is None:
+            if refresh:
+                # A full refresh is a sweep: what it does not return once it has completed was deleted.
+                await self._send([], self.keys.begin(self.server_now), requests=0)
             slices = await self._plan(slice_budget)
         else:
             slices = self.slices
@@ -261,10 +287,55 @@ class _EntitySync:
                 if not bounds["done"]:
                     tg.start_soon(self._run_slice, slice_id, bounds, self.filters)
         upper = self.window[1]
-        done: dict[str, Any] = {"cursor": upper} if self.stream.cursor else {}
-        await self._send([], [((), done)], requests=0)
+        done: list[tuple[tuple[str, ...], Any]] = [(("run",), None)]
+        if self.stream.cursor:
+            done.append((("cursor",), upper))
+        done.extend(self.keys.first_read_ops(self.server_now))
+        deletes: list[dict[str, Any]] = []
+        if refresh and self.keys.sweeping:
+            deletes, ops = self.keys.finish()
+            done.extend(ops)
+        elif refresh:
+            done.append((("swept",), self.server_now))  # a refresh resumed from a state without its "seen" keys
+        await self._send([], done, requests=0, deletes=deletes)
         self.report.completed.append(self.stream.key)
         report_conversions(self.report, self.converter)
+
+    async def sweep(self, budget: SweepBudget) -> None:
+        """Re-read the whole entity by id keyset, no date filter; on completion delete the ids not returned."""
+        if self.stream.cursor is None or not self.keys.due(self.server_now, self.source._reconcile_every):
+            return
+        if self.keys.sweep is None:
+            await self._send([], self.keys.begin(self.server_now, after=None), requests=0)
+            logger.info("%s: reconciliation sweep started", self.stream.key)
+        assert self.keys.sweep is not None
+        after = self.keys.sweep.get("after")
+        if not _valid_bound(after):
+            after = None  # a damaged position: re-read from the start (upserts make that harmless)
+        client = self.source._client
+        while True:
+            if not budget.take():
+                return  # progress is in the state; the next sync continues from `after`
+            filters = [f"id_greater_than({after})"] if after is not None else []
+            params: dict[str, str | int] = {"_fields": self.fields, "_limit": PAGE_LIMIT,
+                      "_filters": ",".join([*filters, "order_by_asc(id)"])}  # fmt: skip
+            reply = await client.get_json(self.path, params, validate=_list_problem)
+            records = reply.body["response"]
+            if not records:
+                break  # only an empty page ends a sweep: a short one may just be a server's cap
+            rows = self._rows(records)
+            top = max((row["id"] for row in rows), default=None)
+            if top is None or (after is not None and top <= after):
+                raise MalformedResponseError(
+                    "a page of the reconciliation sweep did not advance the id keyset", api="accelo",
+                    endpoint=f"GET {self.path}",
+                )  # fmt: skip
+            after = top
+            self.keys.repaired += len(rows)
+            self.keys.sweep["after"] = after
+            await self._send(rows, [(("sweep", "after"), after)], requests=1)
+        deletes, ops = self.keys.finish()
+        await self._send([], ops, requests=1, deletes=deletes)
 
     async def _past_the_cursor_second(self, lower: int, upper: int) -> int | None:
         """The upper bound for a sync that starts within the cursor's own second (or before it).
