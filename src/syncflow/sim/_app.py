@@ -78,6 +78,11 @@ class Simulator:
         self._lock = threading.Lock()
         self._tables: dict[str, Table] = {e: build_table(cfg.seed, e, cfg.accelo_counts[e]) for e in ACCELO_ENTITIES}
         self._users: Users = build_users(cfg.seed, cfg.awardco_users)
+        if cfg.blank_cursor_dates:
+            blank = random.Random(f"{cfg.seed}:blank")
+            for table in self._tables.values():
+                table.blank_cursor(blank, cfg.blank_cursor_dates)
+            self._users.blank_cursor(blank, cfg.blank_cursor_dates)
         self._windows = {
             "accelo": FixedWindow(cfg.accelo_rate_limit, cfg.rate_window),
             "awardco": FixedWindow(cfg.awardco_rate_limit, cfg.rate_window),
@@ -158,6 +163,8 @@ class Simulator:
             target.modify(rng, mutation.modify, now)
         if mutation.create:
             target.create(rng, mutation.create, now)
+        if mutation.delete:
+            target.delete(rng, mutation.delete)
 
     def _count_fault(self, kind: str) -> None:
         self._faults += 1
@@ -373,6 +380,8 @@ class Simulator:
                 since_param=cfg.awardco_updated_since_param,
                 page_size_max=cfg.awardco_page_size_max,
                 include_total=cfg.awardco_include_total,
+                order=cfg.awardco_order,
+                ties=random.Random(f"{cfg.seed}:ties:{self._data_number}"),
             )
         rest = scope["path"][len(_ACCELO_PREFIX) :].strip("/").split("/")
         table = self._tables.get(rest[0])

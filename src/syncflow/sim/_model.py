@@ -64,13 +64,18 @@ class Faults:
 
 @dataclass(frozen=True)
 class Mutation:
-    """Records modified and/or created just before the data request numbered ``after_requests`` is served."""
+    """Records modified, created and/or deleted just before the data request numbered ``after_requests`` is served.
+
+    Deletes remove records outright (AwardCo users, Accelo records): they vanish from every later list, count and
+    ``total``, shifting later pages as a real deletion does. ``Simulator.apply_mutation`` applies one between syncs.
+    """
 
     after_requests: int
     source: str
     entity: str
     modify: int = 0
     create: int = 0
+    delete: int = 0
 
     def __post_init__(self) -> None:
         if self.source not in ("accelo", "awardco"):
@@ -80,8 +85,8 @@ class Mutation:
             raise ValueError(f"Mutation.entity for {self.source} must be one of {valid}, got {self.entity!r}")
         if self.after_requests < 1:
             raise ValueError(f"Mutation.after_requests is a 1-based data-request number, got {self.after_requests}")
-        if self.modify < 0 or self.create < 0:
-            raise ValueError("Mutation.modify and Mutation.create must be >= 0")
+        if self.modify < 0 or self.create < 0 or self.delete < 0:
+            raise ValueError("Mutation.modify, Mutation.create and Mutation.delete must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,14 @@ class SimConfig:
     accelo_client_secret: str = ACCELO_CLIENT_SECRET
     awardco_api_key: str = AWARDCO_API_KEY
     awardco_updated_since_param: str = "updated_since"
+    #: The order AwardCo pages users in: "employee_id" (stable), or "updated_at" — ascending ``updated_at`` with ties
+    #: in a different random order for every request (an API sorting on a non-unique column), so an update moves a
+    #: user to the end and tied users swap places between pages.
+    awardco_order: str = "employee_id"
+    #: How many records per table get a null, empty or zero cursor date (Accelo: date_modified, payments:
+    #: date_created; AwardCo: updated_at). Null and empty dates match no date filter, as a real API's SQL
+    #: comparison with NULL; "0" matches only a `_before`. Only a read without date filters finds them all.
+    blank_cursor_dates: int = 0
 
     def __post_init__(self) -> None:
         unknown = set(self.accelo_counts) - set(ACCELO_ENTITIES)
@@ -118,6 +131,12 @@ class SimConfig:
             raise ValueError("latency and jitter must be >= 0")
         if self.accelo_rate_limit < 1 or self.awardco_rate_limit < 1 or self.rate_window <= 0:
             raise ValueError("rate limits must be >= 1 and rate_window > 0")
+        if self.awardco_order not in ("employee_id", "updated_at"):
+            raise ValueError(
+                f"SimConfig.awardco_order must be 'employee_id' or 'updated_at', got {self.awardco_order!r}"
+            )
+        if self.blank_cursor_dates < 0:
+            raise ValueError("SimConfig.blank_cursor_dates must be >= 0")
         if self.token_ttl < 1 or self.awardco_page_size_max < 1:
             raise ValueError("token_ttl and awardco_page_size_max must be >= 1")
         object.__setattr__(self, "accelo_counts", _frozen(counts))

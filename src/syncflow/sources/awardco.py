@@ -47,6 +47,7 @@ from .._http import ApiClient, Reply
 from .._keyset import KeySet
 from .._pagination import PageNumberPaginator, page_has_more
 from .._pipeline import Batch, fetch_in_order
+from .._state import AddKeys
 from .._streams import RowConverter, Stream
 from ._common import SourceReport, report_conversions
 from ._reconcile import KeyTracker, SweepBudget
@@ -62,7 +63,7 @@ CURSOR_MARGIN = timedelta(seconds=60)
 # are spent past the last page, for several times the speed of one page per round trip.
 SPECULATIVE_PAGES = 4
 # Passes over a moving set before giving up on confirming it (the cursor then stays put; see the module docstring).
-MAX_PASSES = 6
+MAX_PASSES = 16
 
 USER = Stream(
     "awardco",
@@ -100,19 +101,41 @@ def _users_problem(body: Any) -> str | None:
 
 
 @dataclass
-class _Pass:
-    """What one pass over the pages observed."""
+class _Round:
+    """What one round of reads observed: a full pass (page 1 to the end) or a re-read of suspect pages."""
 
     number: int
-    from_start: bool  # began at page 1 (a pass resumed mid-way after a crash saw only part of the set)
-    ids: KeySet = field(default_factory=KeySet)
-    duplicates: int = 0
-    new: int = 0  # users no earlier pass of this read had returned
+    full: bool
+    from_start: bool  # a full pass that began at page 1 (one resumed mid-way after a crash saw part of the set)
+    pages: dict[int, list[str]] = field(default_factory=dict)  # page -> employeeIds it returned, this round
+    new: int = 0  # users no earlier round of this read had returned
     totals: set[int] = field(default_factory=set)
     out_of_budget: bool = False
 
+    def suspect_pages(self) -> list[int]:
+        """The pages from the first to the last on which a user seen twice in this round appeared.
+
+        Between two reads of a fixed set of positions, a user missing means another one was returned twice
+        (pigeonhole), so the pages spanned by duplicates hold every user a moving order made the round miss.
+        """
+        where: dict[str, list[int]] = {}
+        for page, ids in self.pages.items():
+            for key in ids:
+                where.setdefault(key, []).append(page)
+        suspect: set[int] = set()
+        for pages in where.values():
+            if len(pages) > 1:
+                suspect.update(range(min(pages), max(pages) + 1))
+        return sorted(suspect)
+
+    @property
+    def duplicates(self) -> bool:
+        return bool(self.suspect_pages())
+
 
 _OUT_OF_BUDGET = object()
+# Without `total`, a read whose order moves (duplicates) ends only after this many rounds in a row found no one new.
+_QUIET_ROUNDS = 4
 
 
 class AwardcoSource:
@@ -196,8 +219,8 @@ class AwardcoSource:
         return await self._client.get_json(USERS_PATH, params, validate=_users_problem)
 
     async def _pages_in_order(
-        self, since: str | None, where: str, seen: _Pass, union: KeySet, pages: Iterable[int], window: int,
-        budget: SweepBudget | None,
+        self, since: str | None, where: str, seen: _Round, view: KeySet, union: KeySet, pages: Iterable[int],
+        window: int, budget: SweepBudget | None,
     ) -> tuple[int, bool]:  # fmt: skip
         """Fetch `pages` up to `window` ahead and deliver them in order until one says there is no more.
 
@@ -222,42 +245,48 @@ class AwardcoSource:
             if not isinstance(result, Reply):
                 seen.out_of_budget = True
                 return False
-            last = (index, await self._deliver(result, where, index, seen, union))
-            return last[1]
+            last = (index, await self._deliver(result, where, index, seen, view, union))
+            return last[1] or not seen.full  # a re-read round reads every page it chose
 
         await fetch_in_order(pages, fetch, deliver, window=window)
         return last
 
-    async def _deliver(self, reply: Reply, where: str, page: int, seen: _Pass, union: KeySet) -> bool:
+    async def _deliver(self, reply: Reply, where: str, page: int, seen: _Round, view: KeySet, union: KeySet) -> bool:
         users = reply.body["users"]
         convert = self._converter.convert
         rows = [row for row in map(convert, users) if row is not None]
+        ids = seen.pages.setdefault(page, [])
         for row in rows:
             key = row["employeeId"]
-            if key in seen.ids:
-                seen.duplicates += 1
-            else:
-                seen.ids.add(key)
-                if key not in union:
-                    union.add(key)
-                    seen.new += 1
+            ids.append(key)
+            view.add(key)
+            if key not in union:
+                union.add(key)
+                seen.new += 1
         total = reply.body.get("total")
         if isinstance(total, int) and not isinstance(total, bool):
             seen.totals.add(total)
         has_more = page_has_more(reply.body, len(users), PER_PAGE)
-        patch: list[tuple[tuple[str, ...], Any]] = [((where, "next_page"), page + 1), ((where, "pass"), seen.number)]
+        # A crash in a re-read round resumes with a full pass from page 1 (the round's page list is not saved).
+        resume_at = page + 1 if seen.full else 1
+        patch: list[tuple[tuple[str, ...], Any]] = [((where, "next_page"), resume_at), ((where, "pass"), seen.number)]
         assert self._keys is not None
         if where == "sweep":
             self._keys.repaired += len(rows)
+            # A sweep's pass may span several syncs (its budget): what the pass has seen is saved with it.
+            if seen.full and page == 1:
+                patch += [((where, "view"), None), ((where, "from_start"), True)]
+            patch += [((where, "view"), AddKeys([row["employeeId"] for row in rows])),
+                      ((where, "totals"), sorted(seen.totals))]  # fmt: skip
         patch.extend(self._keys.ops_for(rows))
         await self._send.send(
             Batch(USER.key, USER.source, USER.table, rows, patch, requests=1, total_rows=self._expected)
         )
         return has_more
 
-    async def _one_pass(
-        self, since: str | None, where: str, seen: _Pass, union: KeySet, page: int, first: Reply | None,
-        budget: SweepBudget | None,
+    async def _full_pass(
+        self, since: str | None, where: str, seen: _Round, view: KeySet, union: KeySet, page: int,
+        first: Reply | None, budget: SweepBudget | None,
     ) -> None:  # fmt: skip
         if first is None:
             if budget is not None and not budget.take():
@@ -269,38 +298,73 @@ class AwardcoSource:
         total = first.body.get("total")
         if isinstance(total, int):
             self._expected = total
-        more = await self._deliver(first, where, page, seen, union)
+        more = await self._deliver(first, where, page, seen, view, union)
         if more and paginator.total_pages is not None and paginator.total_pages > page:
             # The API said how many pages there are: fetch them all in parallel, deliver in order.
-            page, more = await self._pages_in_order(since, where, seen, union,
+            page, more = await self._pages_in_order(since, where, seen, view, union,
                                                     range(page + 1, paginator.total_pages + 1),
                                                     self._concurrency, budget)  # fmt: skip
         if more and not seen.out_of_budget:
             # No total (or more users than it said, created mid-sync): follow has_more, a few pages ahead.
-            page, more = await self._pages_in_order(since, where, seen, union, itertools.count(page + 1),
+            page, more = await self._pages_in_order(since, where, seen, view, union, itertools.count(page + 1),
                                                     SPECULATIVE_PAGES, budget)  # fmt: skip
 
     async def _read_until_confirmed(
-        self, since: str | None, where: str, page: int, number: int, first: Reply | None, budget: SweepBudget | None
-    ) -> bool | None:
-        """Passes until one confirms the set (True); False after MAX_PASSES; None when the budget ran out."""
-        union = KeySet()
-        previous: _Pass | None = None
+        self, since: str | None, where: str, page: int, number: int, first: Reply | None, budget: SweepBudget | None,
+        saved: Mapping[str, Any] | None = None,
+    ) -> bool | None:  # fmt: skip
+        """Rounds until the set is confirmed (True); False after MAX_PASSES rounds; None when the budget ran out.
+
+        `saved`: a sweep's progress, whose pass began in an earlier sync (its view, totals, whether it began at 1).
+        """
+        union = KeySet()  # every user any round of this read returned
+        view = KeySet()  # every user returned since the last full pass began
+        rounds: list[_Round] = []
+        pass_totals: set[int] = set()
+        last_full: _Round | None = None
+        resumed: _Round | None = None
+        if saved is not None and page > 1:
+            assert self._keys is not None and self._keys.seen is not None
+            try:
+                view = KeySet.from_json(saved.get("view"), f"{USER.key} sweep view")
+            except StateError:
+                view = KeySet()
+            resumed = _Round(number, full=True, from_start=saved.get("from_start") is True and len(view) > 0)
+            totals = saved.get("totals")
+            if isinstance(totals, list):
+                resumed.totals = {t for t in totals if isinstance(t, int) and not isinstance(t, bool)}
+            union = KeySet(self._keys.seen)  # what the sweep saw before this sync, for "no one new"
         while True:
-            seen = _Pass(number, from_start=page == 1)
-            await self._one_pass(since, where, seen, union, page, first, budget)
+            full = last_full is None or not _reread_suffices(rounds[-1], last_full)
+            seen = _Round(number, full=full, from_start=full and page == 1)
+            if resumed is not None:
+                seen, resumed = resumed, None
+            if full:
+                if page == 1:
+                    view = KeySet()
+                pass_totals = set()
+                await self._full_pass(since, where, seen, view, union, page, first, budget)
+                last_full = seen
+            else:
+                assert last_full is not None
+                await self._pages_in_order(since, where, seen, view, union, last_full.suspect_pages(),
+                                           self._concurrency, budget)  # fmt: skip
             if seen.out_of_budget:
                 return None
-            if _confirms(seen, previous):
+            rounds.append(seen)
+            pass_totals |= seen.totals
+            if _confirmed(rounds, last_full, view, pass_totals):
                 return True
             if number >= MAX_PASSES:
-                logger.warning("%s: the users kept moving during %d passes; not confirmed", USER.key, number)
+                logger.warning("%s: the users kept moving during %d rounds of reads; not confirmed", USER.key, number)
                 return False
+            assert last_full is not None
             logger.info(
-                "%s: pass %d saw %d users (%d new, %d repeated, totals %s): reading again to confirm",
-                USER.key, number, len(seen.ids), seen.new, seen.duplicates, sorted(seen.totals) or "absent",
+                "%s: %s %d returned %d users (%d new; totals %s): reading %s to confirm",
+                USER.key, "pass" if seen.full else "re-read", number, sum(map(len, seen.pages.values())), seen.new,
+                sorted(seen.totals) or "absent", "again" if not _reread_suffices(seen, last_full) else "moving pages",
             )  # fmt: skip
-            previous, number, page, first = seen, number + 1, 1, None
+            number, page, first = number + 1, 1, None
 
     async def _sync(self, since: str | None, started: str | None, page: int, number: int, report: SourceReport) -> bool:
         reply = await self._fetch(since, page)
@@ -333,7 +397,9 @@ class AwardcoSource:
         page, number = keys.sweep.get("next_page", 1), keys.sweep.get("pass", 1)
         if not (isinstance(page, int) and page >= 1 and isinstance(number, int) and number >= 1):
             page, number = 1, 1
-        confirmed = await self._read_until_confirmed(None, "sweep", page, number, None, self._sweep_budget)
+        confirmed = await self._read_until_confirmed(
+            None, "sweep", page, number, None, self._sweep_budget, saved=keys.sweep
+        )
         if confirmed is None:
             logger.info("%s: reconciliation used this sync's share of the budget; it continues next sync", USER.key)
             return
@@ -347,15 +413,35 @@ class AwardcoSource:
         await self._send.send(Batch(USER.key, USER.source, USER.table, [], ops, deletes=deletes))
 
 
-def _confirms(seen: _Pass, previous: _Pass | None) -> bool:
-    stable_total = len(seen.totals) <= 1
-    if not seen.from_start:
+def _reread_suffices(latest: _Round, last_full: _Round) -> bool:
+    """Whether re-reading the last full pass's suspect pages can settle the set (the order moved, the set did not).
+
+    A change of `total`, a pass resumed mid-way, or a full pass without duplicates that still left the set
+    unconfirmed (a shift: a user deleted or moved ahead of the pager) needs a new full pass.
+    """
+    if not last_full.from_start or len(last_full.totals) > 1 or not last_full.duplicates:
         return False
-    if seen.totals and stable_total and not seen.duplicates and len(seen.ids) == next(iter(seen.totals)):
-        return True  # clean: nothing moved during the pass
-    if previous is None or seen.new or not stable_total:
+    return not latest.totals or latest.totals == last_full.totals
+
+
+def _confirmed(rounds: list[_Round], last_full: _Round | None, view: KeySet, totals: set[int]) -> bool:
+    latest = rounds[-1]
+    if last_full is None or not last_full.from_start:
         return False
-    return not seen.duplicates or (previous.from_start and previous.new == 0)
+    if totals:
+        # `total` said how many users there are, it did not change since the last full pass began, and the reads
+        # since then returned exactly that many distinct users: none is missing.
+        return len(totals) == 1 and len(view) == next(iter(totals))
+    if latest.new:
+        return False
+    if not latest.duplicates and len(rounds) > 1:
+        return True  # a confirming round found no one new and saw a still order
+    quiet = 0
+    for previous in reversed(rounds):
+        if previous.new:
+            break
+        quiet += 1
+    return quiet >= _QUIET_ROUNDS
 
 
 def _optional_iso(value: Any) -> bool:
