@@ -86,8 +86,9 @@ CHURN = {
     "updates_move_to_end": dict(awardco_order="updated_at",
                                 mutations=[Mutation(after_requests=3, source="awardco", entity="user", modify=9),
                                            Mutation(after_requests=7, source="awardco", entity="user", modify=4)]),
-    "creates_and_deletes": dict(mutations=[Mutation(after_requests=4, source="awardco", entity="user", create=30,
-                                                    delete=6)]),
+    "creates_and_deletes": dict(mutations=[Mutation(after_requests=2, source="awardco", entity="user", create=30),
+                                           Mutation(after_requests=7, source="awardco", entity="user", create=20,
+                                                    delete=9)]),
     "shuffled_ties": dict(awardco_order="updated_at"),
 }  # fmt: skip
 
