@@ -276,3 +276,38 @@ def test_a_sweep_killed_at_a_checkpoint_resumes_and_deletes_exactly_what_is_gone
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_kill_mid_sweep_soak(make_sim: MakeSim, seed: int) -> None:
     _kill_mid_sweep_trials(make_sim, seed=seed, every=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The DuckDB sink soft-deletes like Fivetran (a `_fivetran_deleted` column).
+
+
+def test_to_duckdb_soft_deletes_removed_staff_and_a_re_upsert_revives_a_row(make_sim: MakeSim, tmp_path: Any) -> None:
+    import duckdb
+
+    import syncflow
+    from conftest import sim_configuration
+    from syncflow._duckdb import DuckDBSink
+    from syncflow.sources import ACCELO_STREAMS
+
+    sim = make_sim()
+    path = tmp_path / "w.duckdb"
+    configuration = sim_configuration(sources="accelo")
+    syncflow.to_duckdb(configuration, path, streams="accelo.staff", progress=False, transport=sim.transport())
+    before = truth_keys(sim)["accelo.staff"]
+    sim.apply_mutation(Mutation(after_requests=1, source="accelo", entity="staff", delete=3))
+    gone = before - truth_keys(sim)["accelo.staff"]
+    syncflow.to_duckdb(configuration, path, streams="accelo.staff", progress=False, transport=sim.transport())
+    with duckdb.connect(str(path), read_only=True) as connection:
+        rows = dict(connection.sql('select id, _fivetran_deleted from accelo.staff').fetchall())
+    assert set(rows) == before
+    assert {key for key, deleted in rows.items() if deleted} == gone
+
+    sink = DuckDBSink(path, [ACCELO_STREAMS["staff"]])
+    key = sorted(gone)[0]
+    sink.delete("accelo", "staff", [{"id": key}])
+    sink.upsert("accelo", "staff", {"id": key, "firstname": "Back"})  # after the delete: the row lives again
+    sink.checkpoint({"version": 1, "streams": {}})
+    sink.close()
+    with duckdb.connect(str(path), read_only=True) as connection:
+        assert connection.sql(f"select _fivetran_deleted from accelo.staff where id = {key}").fetchone() == (False,)

@@ -199,7 +199,15 @@ def drain_into(sink: Sink, batches: Generator[Batch, None, T]) -> T:
         for row in batch.rows:
             upsert(schema, table, row)
         if batch.deletes:
-            sink.delete(schema, table, batch.deletes)
+            delete = getattr(sink, "delete", None)
+            if delete is None:
+                # A sink written before deletes existed: say what it misses and how to receive it, once per batch.
+                logger.warning(
+                    "%s.%s: %d rows were deleted at the source, but the sink has no delete(schema, table, keys) "
+                    "method; add one to receive deletes", schema, table, len(batch.deletes),
+                )  # fmt: skip
+            else:
+                delete(schema, table, batch.deletes)
 
 
 async def _open_stream(size: int) -> tuple[ObjectSendStream[Batch], MemoryObjectReceiveStream[Batch]]:
