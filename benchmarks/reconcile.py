@@ -132,7 +132,8 @@ def main() -> None:
           "skipped in any case (tests/test_reconcile.py).\n")  # fmt: skip
     print("| case | with `total` | without `total` |\n|---|---|---|")
     print("\n".join(churn_cost()))
-    print("\nKnown-key state (`_keyset`): serialised size of one stream's key set, and the time to build and read it.\n")
+    print("\nKnown-key state (`_keyset`): serialised size of one stream's key set, and the time to build and read "
+          "it.\n")  # fmt: skip
     print("| keys | JSON size | build + encode | decode |\n|---|---|---|---|")
     print("\n".join(key_sizes()))
 

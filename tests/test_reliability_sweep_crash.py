@@ -80,7 +80,8 @@ def _trial(tmp_path: Path, extra_checkpoints: int, delay: float, configuration: 
 
 
 def test_sigkill_mid_sweep_then_resume_keeps_every_live_row(tmp_path: Path) -> None:
-    _trial(tmp_path, extra_checkpoints=4, delay=0.05, configuration={**CONFIGURATION, "mock_scale": "1", "checkpoint_every_rows": "100"})
+    short = {**CONFIGURATION, "mock_scale": "1", "checkpoint_every_rows": "100"}
+    _trial(tmp_path, extra_checkpoints=4, delay=0.05, configuration=short)
 
 
 @pytest.mark.slow

@@ -10,9 +10,10 @@ integers and serialised compactly:
 - any other string is kept verbatim.
 
 A range set with few ranges is written as a flat list ``[lo, hi, lo, hi, ...]``; a larger one as base64 of the
-LZMA-compressed varint deltas (every gap between ranges, then every range length): about a byte per range. Measured
-(BENCHMARKS.md): 1,000,000 ids with 1 % gaps take ~19 KB; with the simulator's gap after every ~10 ids (~100,000
-ranges) ~116 KB, near the entropy of such gaps (~87 KB before text encoding).
+LZMA-compressed varint deltas (every gap between ranges, then every range length), in base85: about a byte per
+range. Measured (`python -m benchmarks.reconcile`, BENCHMARKS.md): 1,000,000 ids with 1 % missing take ~13 KB; with
+the simulator's gap after ~1 id in 10 (~100,000 ranges) ~116 KB, close to the entropy of such gaps (~87 KB of bits
+before text encoding), so the 100 KB aim holds for ids up to roughly one gap in 12.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
     {"version": 1, "streams": {"accelo.companies": {...}, "awardco.user": {...}}}
 
 Only the drain thread changes it, by applying the `StatePatch` a batch carries *after* the batch's rows are
-upserted, so any checkpoint of it covers only delivered rows. Each stream's entry is bounded in size (a cursor and,
-mid-sync, one small record per slice), never proportional to the data.
+upserted, so any checkpoint of it covers only delivered rows. Each stream's entry is small: a cursor, mid-sync one
+small record per slice, and the keys it knows for deletes (`sources/_reconcile.py`), packed as ranges (`_keyset.py`:
+~13 KB for 1,000,000 ids with 1 % gaps) and kept live here so a batch adds its keys without re-encoding them.
 
 `StateDocument.load` also reads the example connectors' keys (`last_company_sync`…, `last_sync_time`), so their users
 resume instead of resyncing from scratch.

@@ -9,22 +9,27 @@ sync's reads has an `updated_at` at or after that point and is read again next t
 **Paging under churn.** AwardCo has no keyset: pages are numbered over a live set, in an order the API does not
 promise. A user deleted (or moved to the end of the order by an update) while a sync pages shifts every later page by
 one, so a user who was never touched falls between two pages; ties in the order may come back in a different order
-per request, with the same effect. A pass cannot see that it skipped someone, but it can see the signs, so the set is
-read in *passes* until one confirms the last:
+per request, with the same effect. A single read cannot see that it skipped someone, but it can see the signs, so
+the set is read in *rounds* until one confirms it:
 
-- a pass is **clean** when `total` is present, was the same in every response of the pass, no user came back twice,
-  and the pass returned exactly `total` distinct users: nothing moved, nothing can have been skipped. Done (1 pass).
-- otherwise another pass is read (all pages again; upserts make re-reads harmless), and the union of every pass is
-  what was delivered. A pass **confirms** when it adds no user the earlier passes had not returned, `total` (when
-  present) did not change during it, and — if it saw duplicates, i.e. the order is moving — the pass before it added
-  none either. Without `total` the first pass can never be clean, so every read is at least two passes.
-- after `MAX_PASSES` without confirmation, the cursor is not advanced (the next sync reads the same window again) and
-  a warning says so; a sweep is not completed (nothing is deleted).
+- a full pass is **clean** when `total` is present, was the same in every response, and the pass returned exactly
+  `total` distinct users: nothing moved, no one can be missing. Done (1 pass, as without churn).
+- users returned twice in a pass mean the order moved; between two reads of a fixed set of positions a user missing
+  means another was returned twice (pigeonhole), so the pages spanned by the duplicates are re-read (a *re-read
+  round*) until the users returned since the last full pass number `total`. A change of `total` (users created or
+  deleted) or a shortfall without duplicates (a shift) means another full pass. Every row read is upserted, so the
+  union of the rounds is what was delivered.
+- without `total`: a round that finds no user the earlier rounds had not returned confirms the set when it saw a
+  still order (no duplicates); while the order moves, four such rounds in a row are required. So every read is at
+  least two passes (an incremental sync of one page: 2 requests).
+- after `MAX_PASSES` rounds without confirmation the cursor is not advanced (the next sync reads the same window
+  again) and a warning says so; a sweep is not completed (nothing is deleted).
 
-The guarantee: a user that exists for the whole sync and matches the filter is delivered unless churn shifted it out
-of every pass, and a pass that adds nothing new ends the read only when the order was stable during it or during the
-pass before. Cost (BENCHMARKS.md): with `total` and no churn, one pass (as before); without `total`, two passes
-(an incremental sync of one page: 2 requests); each churn event costs about one more pass.
+The guarantee: a user that exists for the whole sync and matches the filter is delivered, unless churn keeps moving
+it out of every round until `MAX_PASSES`, which is reported. Limit: a delete and a create of the same number between
+two requests of one pass, after the deleted user was read, leave `total` as it was and can hide one skipped user
+(the next sweep repairs it). Cost (BENCHMARKS.md): no churn, 1 pass with `total`, 2 without; a churn event costs
+about one more pass, or a re-read of the pages it moved.
 
 **Reconciliation** (`_reconcile`): every `reconcile_every_hours` the users are read whole (no `updated_since`) by
 the same passes, after the incremental read, at most `reconcile_max_requests` per sync; once a sweep confirms, the
