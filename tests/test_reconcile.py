@@ -311,3 +311,19 @@ def test_to_duckdb_soft_deletes_removed_staff_and_a_re_upsert_revives_a_row(make
     sink.close()
     with duckdb.connect(str(path), read_only=True) as connection:
         assert connection.sql(f"select _fivetran_deleted from accelo.staff where id = {key}").fetchone() == (False,)
+
+
+def test_extract_hands_over_deletes_as_pages(make_sim: MakeSim) -> None:
+    import syncflow
+    from conftest import sim_configuration
+
+    sim = make_sim()
+    configuration = sim_configuration(sources="accelo")
+    with syncflow.extract(configuration, "accelo.staff", transport=sim.transport()) as pages:
+        assert not [page for page in pages if page.deletes]
+        state = pages.state
+    before = truth_keys(sim)["accelo.staff"]
+    sim.apply_mutation(Mutation(after_requests=1, source="accelo", entity="staff", delete=2))
+    with syncflow.extract(configuration, "accelo.staff", state=state, transport=sim.transport()) as pages:
+        deleted = {key["id"] for page in pages for key in page.deletes}
+    assert deleted == before - truth_keys(sim)["accelo.staff"]
