@@ -79,6 +79,10 @@ class KeyTracker:
             self.known, self.sweep, self.seen, self.swept = KeySet(), None, None, None
             self._reset = [(("keys",), None), (("sweep",), None), (("swept",), None)]
         self.repaired = 0
+        # Keys sent since the mirrors were last brought up to date: merged only when a sweep ends, so the common
+        # path (an incremental batch) costs a list extend, not a set insert per row.
+        self._unmerged: list[Key] = []
+        self._unmerged_seen: list[Key] = []
 
     @property
     def sweeping(self) -> bool:
@@ -91,12 +95,20 @@ class KeyTracker:
             return ops
         column = self.key_column
         keys: list[Key] = [row[column] for row in rows]
-        self.known.update(keys)
+        self._unmerged.extend(keys)
         ops.append((("keys",), AddKeys(keys)))
         if self.seen is not None:
-            self.seen.update(keys)
+            self._unmerged_seen.extend(keys)
             ops.append((("sweep", "seen"), AddKeys(keys)))
         return ops
+
+    def merge(self) -> None:
+        """Bring `known` and `seen` up to date with every key sent so far."""
+        self.known.update(sorted(self._unmerged, key=_order))
+        self._unmerged.clear()
+        if self.seen is not None:
+            self.seen.update(sorted(self._unmerged_seen, key=_order))
+        self._unmerged_seen.clear()
 
     def due(self, now: int, every_seconds: float) -> bool:
         """Whether a sweep should run (or continue) in this sync."""
@@ -117,6 +129,7 @@ class KeyTracker:
         return []
 
     def begin(self, now: int, **progress: Any) -> StatePatch:
+        self.merge()
         self.sweep = {"started": now, **progress}
         self.seen = KeySet()
         ops, self._reset = self._reset, []
@@ -125,6 +138,7 @@ class KeyTracker:
     def finish(self) -> tuple[list[dict[str, Any]], StatePatch]:
         """The deletes (as {column: key} rows) and patch ops that complete the sweep."""
         assert self.sweep is not None and self.seen is not None
+        self.merge()
         gone = self.known.difference(self.seen)
         for key in gone:
             self.known.discard(key)
@@ -142,6 +156,11 @@ class KeyTracker:
         if gone:
             ops.insert(0, (("keys",), RemoveKeys(gone)))
         return [{self.key_column: key} for key in gone], ops
+
+
+def _order(key: Key) -> tuple[int, Any]:
+    # Ints and strings sort apart (a stream has one kind; this only keeps `sorted` from comparing the two).
+    return (0, key) if isinstance(key, int) else (1, key)
 
 
 def _unix(value: Any) -> bool:

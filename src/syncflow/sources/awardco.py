@@ -338,6 +338,7 @@ class AwardcoSource:
             totals = saved.get("totals")
             if isinstance(totals, list):
                 resumed.totals = {t for t in totals if isinstance(t, int) and not isinstance(t, bool)}
+            self._keys.merge()
             union = KeySet(self._keys.seen)  # what the sweep saw before this sync, for "no one new"
         while True:
             full = last_full is None or not _reread_suffices(rounds[-1], last_full)
