@@ -330,3 +330,26 @@ def test_extract_hands_over_deletes_as_pages(make_sim: MakeSim) -> None:
     with syncflow.extract(configuration, "accelo.staff", state=state, transport=sim.transport()) as pages:
         deleted = {key["id"] for page in pages for key in page.deletes}
     assert deleted == before - truth_keys(sim)["accelo.staff"]
+
+
+def test_the_fivetran_sink_sends_one_sdk_delete_per_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect
+
+    from fivetran_connector_sdk import Operations
+
+    from syncflow import fivetran
+
+    # The SDK 3.0 signature this adapter is written against: delete(table, keys: dict, *, schema=None).
+    parameters = inspect.signature(Operations.delete).parameters
+    assert list(parameters) == ["table", "keys", "schema"]
+    assert parameters["schema"].kind is inspect.Parameter.KEYWORD_ONLY
+    calls: list[tuple[str, dict[str, Any], str | None]] = []
+
+    class RecordingOperations:
+        @staticmethod
+        def delete(table: str, keys: dict[str, Any], *, schema: str | None = None) -> None:
+            calls.append((table, keys, schema))
+
+    monkeypatch.setattr(fivetran, "op", RecordingOperations)
+    fivetran.FivetranSink().delete("accelo", "staff", [{"id": 3}, {"id": 9}])
+    assert calls == [("staff", {"id": 3}, "accelo"), ("staff", {"id": 9}, "accelo")]
