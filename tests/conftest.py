@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -39,10 +39,15 @@ def sim_configuration(**overrides: str) -> dict[str, str]:
 
 
 class RecordingSink:
-    """Keeps the destination as the SDK would (upsert by primary key) plus every checkpoint, serialised at once."""
+    """Keeps the destination as the SDK would (upsert by primary key) plus every checkpoint, serialised at once.
+
+    `tables` holds the live rows; a delete moves a row to `deleted` (Fivetran's soft delete), an upsert brings it back.
+    """
 
     def __init__(self) -> None:
         self.tables: dict[str, dict[Any, dict[str, Any]]] = {}
+        self.deleted: dict[str, dict[Any, dict[str, Any] | None]] = {}  # soft-deleted rows (None: never upserted)
+        self.deletes: list[tuple[str, Any]] = []  # every delete call, in order
         self.upserts = 0
         self.checkpoints: list[dict[str, Any]] = []
         self.log: list[tuple[str, Any]] = []  # ("upsert", (stream, key)) / ("checkpoint", index) in call order
@@ -51,8 +56,17 @@ class RecordingSink:
         stream = f"{schema}.{table}"
         key = row["employeeId"] if schema == "awardco" else row["id"]
         self.tables.setdefault(stream, {})[key] = dict(row)
+        self.deleted.get(stream, {}).pop(key, None)
         self.upserts += 1
         self.log.append(("upsert", (stream, key)))
+
+    def delete(self, schema: str, table: str, keys: Sequence[Mapping[str, Any]]) -> None:
+        stream = f"{schema}.{table}"
+        for columns in keys:
+            key = columns["employeeId"] if schema == "awardco" else columns["id"]
+            self.deleted.setdefault(stream, {})[key] = self.tables.get(stream, {}).pop(key, None)
+            self.deletes.append((stream, key))
+            self.log.append(("delete", (stream, key)))
 
     def checkpoint(self, state: Mapping[str, Any]) -> None:
         self.checkpoints.append(json.loads(json.dumps(state)))

@@ -28,7 +28,7 @@ def test_full_sync_equals_ground_truth_for_all_seven_tables(make_sim: Any) -> No
     streams = state.as_dict()["streams"]
     assert all("run" not in entry for entry in streams.values()), "a finished sync leaves no in-progress runs"
     assert isinstance(streams["accelo.companies"]["cursor"], int)
-    assert streams["accelo.staff"] == {}  # full refresh: no cursor
+    assert "cursor" not in streams["accelo.staff"]  # full refresh: no cursor (its known keys, for deletes)
 
 
 def test_requests_stay_within_a_few_per_stream_of_the_pages_needed(make_sim: Any) -> None:
@@ -282,7 +282,8 @@ def test_without_total_awardco_reads_a_few_pages_ahead_and_wastes_at_most_three(
     assert_matches_truth(sink, sim, streams=["awardco.user"])
     pages = -(-1234 // 100)
     made = sim.stats().by_endpoint["GET /api/users"]
-    assert pages <= made <= pages + SPECULATIVE_PAGES - 1
+    # Without `total` a first pass cannot prove it skipped no one (awardco.py): a confirming pass reads it again.
+    assert 2 * pages <= made <= 2 * (pages + SPECULATIVE_PAGES - 1)
     assert sim.stats().peak_in_flight_by_api["awardco"] > 1, "pages were fetched ahead"
 
 

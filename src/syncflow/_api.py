@@ -67,10 +67,11 @@ def list_streams(configuration: ConfigurationLike) -> list[str]:
 
 @dataclass(frozen=True)
 class Page:
-    """One page of typed rows of one stream."""
+    """One page of typed rows of one stream, or of primary keys ({column: value}) deleted at the source."""
 
     stream: str
     rows: Sequence[Mapping[str, Any]]
+    deletes: Sequence[Mapping[str, Any]] = ()
 
 
 class Extraction:
@@ -92,8 +93,8 @@ class Extraction:
             except StopIteration as done:
                 self.result = done.value
                 raise StopIteration from None
-            if batch.rows:
-                return Page(batch.stream, batch.rows)
+            if batch.rows or batch.deletes:
+                return Page(batch.stream, batch.rows, batch.deletes)
 
     @property
     def state(self) -> dict[str, Any]:

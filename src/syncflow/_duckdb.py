@@ -6,6 +6,9 @@ against this file runs against the warehouse `fivetran debug` or a Fivetran dest
 
 Rows are buffered per table and written at each checkpoint inside one transaction with the new state, so a crash
 leaves the file at the last checkpoint: rows and state always agree, and the next run resumes from there.
+
+Deletes are soft, as Fivetran's: every table has a `_fivetran_deleted` BOOLEAN column, false on each upsert and set
+true by a delete, so a DuckDB file and a Fivetran destination hold the same rows and agree on which are gone.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ _DUCKDB_TYPES = {
     "JSON": "JSON",
 }
 STATE_TABLE = "_syncflow.state"
+DELETED_COLUMN = "_fivetran_deleted"
 
 
 def _duckdb_type(kind: str) -> str:
@@ -62,6 +66,12 @@ class _Table:
         self.types = {dest: _duckdb_type(stream.columns[src]) for dest, src in self.sources.items()}
         self.columns: list[str] = list(self.sources)
         self.pending: list[Mapping[str, Any]] = []
+        # Keys deleted since the last checkpoint; applied after the pending rows (an upsert after a delete of the
+        # same key cancels the delete, so the order of the two is kept).
+        self.pending_deletes: dict[tuple[Any, ...], None] = {}
+
+    def key_of(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(row[name] for name in self.stream.primary_key)
 
 
 class DuckDBSink:
@@ -88,6 +98,9 @@ class DuckDBSink:
         columns = ", ".join(f"{_quote(name)} {kind}" for name, kind in table.types.items())
         key = ", ".join(_quote(destination_column(name)) for name in stream.primary_key)
         self._connection.execute(f"CREATE TABLE IF NOT EXISTS {table.name} ({columns}, PRIMARY KEY ({key}))")
+        self._connection.execute(
+            f"ALTER TABLE {table.name} ADD COLUMN IF NOT EXISTS {_quote(DELETED_COLUMN)} BOOLEAN DEFAULT false"
+        )
         existing = [row[0] for row in self._connection.execute(f"DESCRIBE {table.name}").fetchall()]
         renamed = [
             src for dest, src in table.sources.items() if src != dest and src in existing and dest not in existing
@@ -110,7 +123,15 @@ class DuckDBSink:
         return None if row is None else dict(json.loads(row[0]))
 
     def upsert(self, schema: str, table: str, row: Mapping[str, Any]) -> None:
-        self._tables[(schema, table)].pending.append(row)
+        target = self._tables[(schema, table)]
+        target.pending.append(row)
+        if target.pending_deletes:
+            target.pending_deletes.pop(target.key_of(row), None)
+
+    def delete(self, schema: str, table: str, keys: Sequence[Mapping[str, Any]]) -> None:
+        target = self._tables[(schema, table)]
+        for key in keys:
+            target.pending_deletes[target.key_of(key)] = None
 
     def checkpoint(self, state: Mapping[str, Any]) -> None:
         document = json.dumps(state)
@@ -119,6 +140,7 @@ class DuckDBSink:
         try:
             for table in self._tables.values():
                 self._flush(table)
+                self._soft_delete(table)
             connection.execute(f"INSERT OR REPLACE INTO {STATE_TABLE} VALUES (1, ?)", [document])
             connection.execute("COMMIT")
         except BaseException:
@@ -126,6 +148,16 @@ class DuckDBSink:
             raise
         for table in self._tables.values():
             table.pending.clear()
+            table.pending_deletes.clear()
+
+    def _soft_delete(self, table: _Table) -> None:
+        if not table.pending_deletes:
+            return
+        where = " AND ".join(f"{_quote(destination_column(name))} = ?" for name in table.stream.primary_key)
+        self._connection.executemany(
+            f"UPDATE {table.name} SET {_quote(DELETED_COLUMN)} = true WHERE {where}",
+            [list(key) for key in table.pending_deletes],
+        )
 
     def _flush(self, table: _Table) -> None:
         if not table.pending:
@@ -142,15 +174,17 @@ class DuckDBSink:
                 table.columns.append(name)
         columns: Sequence[str] = [name for name in table.columns if name in table.sources]
         types = {name: table.types[name] for name in columns}
+        types[DELETED_COLUMN] = "BOOLEAN"
         # Row-at-a-time executemany manages a few hundred rows/s; one NDJSON file read by DuckDB is ~100x faster.
         with tempfile.NamedTemporaryFile("w", suffix=".ndjson", encoding="utf-8", delete=False) as handle:
             for row in table.pending:
                 cells = {name: _cell(row.get(table.sources[name])) for name in columns}
+                cells[DELETED_COLUMN] = False  # an upsert (re)creates the row
                 handle.write(json.dumps(cells, default=_json_default))
                 handle.write("\n")
         try:
             spec = "{" + ", ".join(f"'{_escape(name)}': '{kind}'" for name, kind in types.items()) + "}"
-            names = ", ".join(_quote(name) for name in columns)
+            names = ", ".join(_quote(name) for name in [*columns, DELETED_COLUMN])
             self._connection.execute(
                 f"INSERT OR REPLACE INTO {table.name} ({names}) SELECT {names} FROM "
                 f"read_json(?, format = 'newline_delimited', columns = {spec}, "

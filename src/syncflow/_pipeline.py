@@ -2,13 +2,14 @@
 
     event-loop thread (anyio, asyncio backend)          caller's thread (the SDK's update())
     producers ──send(Batch)──▶ bounded memory stream ──▶ drain: sink.upsert(row) for each row,
-                                (back-pressure)                 then state.apply(batch.patch),
+                                (back-pressure)                 then sink.delete(keys) if any,
+                                                                 then state.apply(batch.patch),
                                                                  sink.checkpoint(state) now and then
 
 Invariants, each relied on by the resume guarantee:
 - Only the drain calls the sink, so `op.*` runs on the thread that called `update()`.
-- A batch's state patch is applied after all of its rows are upserted; a checkpoint is the state as of the last
-  applied patch, so it never covers a row that was not upserted.
+- A batch's state patch is applied after all of its rows are upserted and its deletes sent; a checkpoint is the
+  state as of the last applied patch, so it never covers a row that was not upserted.
 - Producers send a stream's (or a slice's) batches in order, so patches arrive in order per slice.
 - The stream is bounded (`queue_pages`): a slow drain stalls the fetchers, memory does not grow with the data.
 - Streams fail alone (their sources contain a stream's failure); an error that reaches the pipeline cancels every
@@ -60,10 +61,16 @@ class Batch:
     checkpoint: bool = False  # checkpoint right after this batch (a stream finished)
     requests: int = 0  # requests this batch cost (for progress)
     total_rows: int | None = None  # the stream's expected rows when known (for progress and ETA)
+    # Primary keys ({column: value}) of records gone at the source, soft-deleted after this batch's upserts and
+    # before its patch is applied (a completed reconciliation sweep or full refresh).
+    deletes: Sequence[Mapping[str, Any]] = ()
 
 
 class Sink(Protocol):
     def upsert(self, schema: str, table: str, row: Mapping[str, Any]) -> None: ...
+
+    def delete(self, schema: str, table: str, keys: Sequence[Mapping[str, Any]]) -> None:
+        """Soft-delete the rows with these primary keys (each a {column: value} mapping)."""
 
     def checkpoint(self, state: Mapping[str, Any]) -> None:
         """Persist `state`. Serialise it before returning: the drain keeps changing the same object."""
@@ -202,10 +209,11 @@ def run_pipeline(
 
 
 def drain_into(sink: Sink, batches: Generator[Batch, None, T]) -> T:
-    """Upsert every batch's rows into `sink`, in order, on this thread; return the generator's result.
+    """Upsert every batch's rows (then send its deletes) into `sink`, in order, on this thread; return the
+    generator's result.
 
     The generator applies each batch's state patch (and checkpoints into the sink) when asked for the next one, i.e.
-    only after this loop has upserted the batch's rows.
+    only after this loop has upserted the batch's rows and deleted its keys.
     """
     upsert = sink.upsert
     while True:
@@ -218,6 +226,16 @@ def drain_into(sink: Sink, batches: Generator[Batch, None, T]) -> T:
         try:
             for row in batch.rows:
                 upsert(schema, table, row)
+            if batch.deletes:
+                delete = getattr(sink, "delete", None)
+                if delete is None:
+                    # A sink written before deletes existed: say what it misses and how to receive it, once per batch.
+                    logger.warning(
+                        "%s.%s: %d rows were deleted at the source, but the sink has no delete(schema, table, keys) "
+                        "method; add one to receive deletes", schema, table, len(batch.deletes),
+                    )  # fmt: skip
+                else:
+                    delete(schema, table, batch.deletes)
         except BaseException:
             # Close now, not when the traceback is freed: the generator takes its final checkpoint (of the batches
             # before this one) and stops the fetchers while the sink is still ours to call.

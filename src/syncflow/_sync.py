@@ -71,6 +71,8 @@ class StreamSummary:
     # "not finished" (nothing to read yet, e.g. a saved cursor ahead of the server's clock).
     status: str = "completed"
     reason: str | None = None
+    repaired: int = 0  # rows a reconciliation sweep upserted in this sync
+    deleted: int = 0  # rows deleted (a completed sweep or full refresh)
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,8 @@ class _Producer:
                 source_a = AcceloSource(
                     client, auth, send, concurrency=self.settings.max_concurrency,
                     start_date=self.settings.start_date, clock_now=time.time(), lookback=accelo.lookback_seconds,
+                    reconcile_every_seconds=self.settings.reconcile_every_hours * 3600,
+                    sweep_requests=self._sweep_requests(accelo.requests_per_hour),
                 )  # fmt: skip
                 tg.start_soon(self._run, source_a, tables["accelo"], reports)
             awardco = self.settings.awardco
@@ -225,9 +229,15 @@ class _Producer:
                 source_w = AwardcoSource(
                     client, send, concurrency=self.settings.max_concurrency, start_date=self.settings.start_date,
                     updated_since_param=awardco.updated_since_param, clock_now=time.time(),
+                    reconcile_every_seconds=self.settings.reconcile_every_hours * 3600,
+                    sweep_requests=self._sweep_requests(awardco.requests_per_hour),
                 )  # fmt: skip
                 tg.start_soon(self._run, source_w, tables["awardco"], reports)
         return reports
+
+    def _sweep_requests(self, per_hour: int) -> int:
+        configured = self.settings.reconcile_max_requests
+        return configured if configured is not None else max(1, per_hour // 4)
 
     async def _run(self, source: AcceloSource | AwardcoSource, tables: list[str], reports: list[SourceReport]) -> None:
         report = SourceReport(source.name)
@@ -387,6 +397,8 @@ def _result(
             seconds=last - first,
             status=status,
             reason=reason,
+            repaired=sum(r.repaired.get(stream.key, 0) for r in reports),
+            deleted=sum(r.deleted.get(stream.key, 0) for r in reports),
         )
     return SyncResult(
         streams=streams,

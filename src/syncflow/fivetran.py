@@ -14,7 +14,7 @@ leaves the one-line report to `update()`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -52,6 +52,12 @@ class FivetranSink:
 
     def upsert(self, schema: str, table: str, row: Mapping[str, Any]) -> None:
         op.upsert(table, row, schema=schema)
+
+    def delete(self, schema: str, table: str, keys: Sequence[Mapping[str, Any]]) -> None:
+        # SDK 3.0: op.delete(table, keys: dict, *, schema=None), one call per row; Fivetran soft-deletes it
+        # (sets _fivetran_deleted).
+        for key in keys:
+            op.delete(table, dict(key), schema=schema)
 
     def checkpoint(self, state: Mapping[str, Any]) -> None:
         op.checkpoint(state)  # serialises at once (json.dumps), as the Sink protocol requires
@@ -277,7 +283,9 @@ def _summarise(result: SyncResult) -> None:
             f"{stream}: {summary.rows} rows, {summary.requests} requests, {summary.retries} retries, "
             f"{summary.rate_limited} answered 429, {summary.seconds:.1f} s; {summary.status}"
             + (f" ({summary.reason})" if summary.reason else "")
-        )
+            + (f"; reconciliation: {summary.repaired} rows repaired, {summary.deleted} deleted"
+               if summary.repaired or summary.deleted else "")
+        )  # fmt: skip
         if summary.status in ("completed", "not finished"):
             log.info(line)
         else:

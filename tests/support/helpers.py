@@ -56,7 +56,13 @@ def durable_sink(sink: RecordingSink, checkpoint: int | None = None) -> Recordin
             break
         if kind == "upsert":
             stream, key = value
-            kept.tables.setdefault(stream, {})[key] = sink.tables[stream][key]
+            row = sink.tables.get(stream, {}).get(key) or sink.deleted.get(stream, {}).get(key)
+            assert row is not None
+            kept.tables.setdefault(stream, {})[key] = row
+            kept.deleted.get(stream, {}).pop(key, None)
+        elif kind == "delete":
+            stream, key = value
+            kept.deleted.setdefault(stream, {})[key] = kept.tables.get(stream, {}).pop(key, None)
     kept.checkpoints = list(sink.checkpoints[: checkpoint + 1])
     return kept
 

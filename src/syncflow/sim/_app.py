@@ -82,6 +82,11 @@ class Simulator:
             e: build_table(cfg.seed, e, cfg.accelo_counts[e], cfg.accelo_id_base) for e in ACCELO_ENTITIES
         }
         self._users: Users = build_users(cfg.seed, cfg.awardco_users)
+        if cfg.blank_cursor_dates:
+            blank = random.Random(f"{cfg.seed}:blank")
+            for table in self._tables.values():
+                table.blank_cursor(blank, cfg.blank_cursor_dates)
+            self._users.blank_cursor(blank, cfg.blank_cursor_dates)
         self._windows = {
             "accelo": FixedWindow(cfg.accelo_rate_limit, cfg.rate_window),
             "awardco": FixedWindow(cfg.awardco_rate_limit, cfg.rate_window),
@@ -176,6 +181,8 @@ class Simulator:
             target.modify(rng, mutation.modify, now)
         if mutation.create:
             target.create(rng, mutation.create, now)
+        if mutation.delete:
+            target.delete(rng, mutation.delete)
 
     def _outage_locked(self, api: str, *, token: bool) -> Outage | None:
         """The outage refusing this request to `api`, if one is (or now becomes) active; counts data requests."""
@@ -508,6 +515,8 @@ class Simulator:
                 since_param=cfg.awardco_updated_since_param,
                 page_size_max=cfg.awardco_page_size_max,
                 include_total=cfg.awardco_include_total,
+                order=cfg.awardco_order,
+                ties=random.Random(f"{cfg.seed}:ties:{self._data_number}"),
             )
         pairs = parse_qsl(bytes(scope.get("query_string", b"")).decode("latin-1"), keep_blank_values=True)
         repeated = sorted({name for name, _ in pairs if sum(1 for other, _ in pairs if other == name) > 1})

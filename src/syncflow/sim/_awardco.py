@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
@@ -48,7 +49,14 @@ def _positive_int(params: Mapping[str, str], name: str, default: int) -> int:
 
 
 def users_reply(
-    users: Users, params: Mapping[str, str], *, since_param: str, page_size_max: int, include_total: bool
+    users: Users,
+    params: Mapping[str, str],
+    *,
+    since_param: str,
+    page_size_max: int,
+    include_total: bool,
+    order: str = "employee_id",
+    ties: random.Random | None = None,
 ) -> Reply:
     try:
         page = _positive_int(params, "page", 1)
@@ -61,6 +69,13 @@ def users_reply(
         rows: list[int] | range = range(len(users.records))
     else:
         rows = [i for i, ts in enumerate(users.updated) if ts >= since]  # inclusive: ties are re-read
+    if order == "updated_at":
+        # Sorted on a non-unique column: ties come back in whatever order this request's plan produced.
+        shuffle = ties if ties is not None else random.Random()
+        tiebreak = {i: shuffle.random() for i in rows}
+        updated = users.updated
+        # A blank date (NaN) sorts first, like a NULL in ascending SQL order.
+        rows = sorted(rows, key=lambda i: (updated[i] if updated[i] == updated[i] else -1, tiebreak[i]))
     start = (page - 1) * per_page
     chosen = rows[start : start + per_page]
     # Assembled by hand around the cached row JSON; key order matches what json.dumps of the dict would give.

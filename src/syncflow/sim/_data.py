@@ -17,6 +17,9 @@ from typing import Any
 
 from ..sources import _accelo_catalog as _catalog
 
+#: A stored date that matches no date filter (a null compares false with everything in SQL).
+NO_DATE: Any = float("nan")
+
 #: The fixed end of the generated history (2025-06-15T15:06:40Z): data does not depend on when the sim starts.
 DATA_END = 1_750_000_000
 _HISTORY = 4 * 365 * 86400
@@ -392,6 +395,10 @@ class RowCache:
         for cache in self._by_fields.values():
             cache.append(None)
 
+    def removed(self, index: int) -> None:
+        for cache in self._by_fields.values():
+            del cache[index]
+
     def changed(self, index: int) -> None:
         for cache in self._by_fields.values():
             cache[index] = None
@@ -436,6 +443,25 @@ class Table:
         last = self.ids[-1] if self.ids else 0
         for rid in _ids(rng, count, start=last):
             self.append(self.spec.build(rng, rid, now, now))
+
+    def delete(self, rng: random.Random, count: int) -> None:
+        for index in sorted(rng.sample(range(len(self.records)), min(count, len(self.records))), reverse=True):
+            del self.records[index], self.ids[index]
+            for column in self.dates.values():
+                del column[index]
+            self.json.removed(index)
+
+    def blank_cursor(self, rng: random.Random, count: int) -> None:
+        """Give `count` records a null, empty or zero cursor date (see SimConfig.blank_cursor_dates)."""
+        cursor = "date_modified" if "date_modified" in self.spec.filter_dates else "date_created"
+        if cursor not in self.spec.filter_dates:
+            return  # staff: no date filter, nothing to hide from
+        for n, index in enumerate(rng.sample(range(len(self.records)), min(count, len(self.records)))):
+            value = (None, "", "0")[n % 3]
+            self.records[index][cursor] = value
+            # NaN fails every comparison: a null (or empty) date matches neither `_after` nor `_before`.
+            self.dates[cursor][index] = 0 if value == "0" else NO_DATE
+            self.json.changed(index)
 
 
 def build_table(seed: int, entity: str, count: int, id_base: int = 0) -> Table:
@@ -488,6 +514,17 @@ class Users:
         last = self.numbers[-1] if self.numbers else 0
         for number in _ids(rng, count, start=last):
             self.append(_user(rng, number, now, now), number, now)
+
+    def delete(self, rng: random.Random, count: int) -> None:
+        for index in sorted(rng.sample(range(len(self.records)), min(count, len(self.records))), reverse=True):
+            del self.records[index], self.numbers[index], self.updated[index]
+            self.json.removed(index)
+
+    def blank_cursor(self, rng: random.Random, count: int) -> None:
+        for n, index in enumerate(rng.sample(range(len(self.records)), min(count, len(self.records)))):
+            self.records[index]["updated_at"] = (None, "")[n % 2]
+            self.updated[index] = NO_DATE
+            self.json.changed(index)
 
 
 def _user(rng: random.Random, number: int, created: int, updated: int) -> Record:

@@ -66,8 +66,10 @@ class Faults:
 
 @dataclass(frozen=True)
 class Mutation:
-    """Records modified and/or created just before the data request numbered ``after_requests`` is served.
+    """Records modified, created and/or deleted just before the data request numbered ``after_requests`` is served.
 
+    Deletes remove records outright (AwardCo users, Accelo records): they vanish from every later list, count and
+    ``total``, shifting later pages as a real deletion does. ``Simulator.apply_mutation`` applies one between syncs.
     ``late_by`` models a long transaction: the records become visible at that request but carry a timestamp
     ``late_by`` seconds before the server's clock (the time the transaction started), so a sync whose window ends
     after that stamp but that already read past them never sees them.
@@ -79,6 +81,7 @@ class Mutation:
     modify: int = 0
     create: int = 0
     late_by: float = 0.0
+    delete: int = 0
 
     def __post_init__(self) -> None:
         if self.source not in ("accelo", "awardco"):
@@ -88,8 +91,8 @@ class Mutation:
             raise ValueError(f"Mutation.entity for {self.source} must be one of {valid}, got {self.entity!r}")
         if self.after_requests < 1:
             raise ValueError(f"Mutation.after_requests is a 1-based data-request number, got {self.after_requests}")
-        if self.modify < 0 or self.create < 0:
-            raise ValueError("Mutation.modify and Mutation.create must be >= 0")
+        if self.modify < 0 or self.create < 0 or self.delete < 0:
+            raise ValueError("Mutation.modify, Mutation.create and Mutation.delete must be >= 0")
         if self.late_by < 0:
             raise ValueError("Mutation.late_by must be >= 0 (seconds before the server's clock)")
 
@@ -161,6 +164,14 @@ class SimConfig:
     #: client is locked out (the docs: 100 within 5 minutes; each attempt while locked out restarts the timer).
     accelo_lockout_after: int = 100
     accelo_lockout_seconds: float = 300.0
+    #: The order AwardCo pages users in: "employee_id" (stable), or "updated_at" — ascending ``updated_at`` with ties
+    #: in a different random order for every request (an API sorting on a non-unique column), so an update moves a
+    #: user to the end and tied users swap places between pages.
+    awardco_order: str = "employee_id"
+    #: How many records per table get a null, empty or zero cursor date (Accelo: date_modified, payments:
+    #: date_created; AwardCo: updated_at). Null and empty dates match no date filter, as a real API's SQL
+    #: comparison with NULL; "0" matches only a `_before`. Only a read without date filters finds them all.
+    blank_cursor_dates: int = 0
 
     def __post_init__(self) -> None:
         unknown = set(self.accelo_counts) - set(ACCELO_ENTITIES)
@@ -179,6 +190,12 @@ class SimConfig:
             raise ValueError("clock_step_back is (1-based data-request number, seconds >= 0)")
         if self.accelo_id_base < 0 or self.accelo_lockout_after < 1 or self.accelo_lockout_seconds <= 0:
             raise ValueError("accelo_id_base must be >= 0, accelo_lockout_after >= 1, accelo_lockout_seconds > 0")
+        if self.awardco_order not in ("employee_id", "updated_at"):
+            raise ValueError(
+                f"SimConfig.awardco_order must be 'employee_id' or 'updated_at', got {self.awardco_order!r}"
+            )
+        if self.blank_cursor_dates < 0:
+            raise ValueError("SimConfig.blank_cursor_dates must be >= 0")
         object.__setattr__(self, "accelo_counts", _frozen(counts))
         object.__setattr__(self, "mutations", tuple(self.mutations))
         object.__setattr__(self, "outages", tuple(self.outages))

@@ -22,6 +22,8 @@ class SourceReport:
     stopped_early: bool = False
     failed: dict[str, SourceError] = field(default_factory=dict)  # stream -> why it failed for good
     skipped: dict[str, str] = field(default_factory=dict)  # stream -> why it was skipped (a 403)
+    repaired: dict[str, int] = field(default_factory=dict)  # stream -> rows upserted by a reconciliation sweep
+    deleted: dict[str, int] = field(default_factory=dict)  # stream -> rows deleted (sweep or full refresh)
 
 
 def report_conversions(report: SourceReport, converter: RowConverter) -> None:

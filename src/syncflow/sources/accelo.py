@@ -22,6 +22,12 @@ How one entity is read, and why:
   slice, so nothing is missed or duplicated. Small tables stay at one or two requests (count + first page, together).
 - **Resumable.** The state records, per slice, the last id upserted. A crash resumes the same window and skips
   finished slices; the cursor moves to T only when every slice is done.
+- **Reconciliation** (`_reconcile`). Every `reconcile_every_hours`, after the incremental windows, an entity is swept
+  whole: `id_greater_than(last id)` + `order_by_asc(id)` with no date filter, until a page comes back empty (a short
+  page is not trusted as the end: ending early would delete live records). Every record is upserted (records with
+  null, empty or zero dates arrive), and once the sweep completes the ids known but not returned are deleted. Staff,
+  a full refresh, is swept by every completed refresh. Sweeps spend at most `reconcile_max_requests` per sync and
+  continue in the next sync; the incremental windows run first, every sync.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from .._pipeline import Batch
 from .._streams import RowConverter, Stream
 from ._accelo_catalog import ACCELO_STREAMS, API_PREFIX, order_filters
 from ._common import SourceReport, report_conversions, run_alone
+from ._reconcile import KeyTracker, SweepBudget
 
 __all__ = ["ACCELO_STREAMS", "AcceloSource", "allocate_slices"]
 
@@ -95,11 +102,15 @@ class AcceloSource:
         start_date: datetime | None,
         clock_now: float,
         lookback: int = 0,
+        reconcile_every_seconds: float = 24 * 3600.0,
+        sweep_requests: int = 1250,
     ) -> None:
         self._client = client
         self._auth = auth
         self._send = send
         self._concurrency = concurrency
+        self._reconcile_every = reconcile_every_seconds
+        self._sweep_budget = SweepBudget(sweep_requests)
         self._start = int(start_date.timestamp()) if start_date else None
         self._clock_now = clock_now
         self.lookback = lookback
@@ -160,9 +171,22 @@ class AcceloSource:
             for entity in entities:
                 tg.start_soon(open_alone, entity)
         budgets = allocate_slices({e.stream.key: e.pages_to_slice for e in opened}, self._concurrency)
+        read: list[_EntitySync] = []
+
+        async def run_read(entity: _EntitySync) -> None:
+            if await run_alone(entity.stream.key, partial(entity.run, budgets[entity.stream.key]), report):
+                read.append(entity)
+
         async with anyio.create_task_group() as tg:
             for entity in opened:
-                tg.start_soon(run_alone, entity.stream.key, partial(entity.run, budgets[entity.stream.key]), report)
+                tg.start_soon(run_read, entity)
+        # Sweeps only after every incremental window is delivered: a sweep that runs out of budget never holds up
+        # the regular part of the sync. Each runs alone too: a sweep that fails costs only its own stream.
+        async with anyio.create_task_group() as tg:
+            for entity in read:
+                tg.start_soon(run_alone, entity.stream.key, partial(entity.sweep, self._sweep_budget), report)
+        if self._sweep_budget.exhausted:
+            logger.info("accelo: reconciliation used this sync's share of the budget; it continues in the next sync")
         return report
 
 
@@ -194,6 +218,7 @@ class _EntitySync:
         self.order = order_filters(stream.table)  # none on staff: the docs list no order filter there
         self.converter: RowConverter = stream.converter()
         self.expected_rows: int | None = None
+        self.keys = KeyTracker(stream, prior, report)
         # Set by open():
         self.active = False
         self.window: tuple[int | None, int | None] = (None, None)
@@ -207,16 +232,19 @@ class _EntitySync:
         # reach the count, a short page is the end and the request that would confirm it is saved.
         self.sole_slice_served: int | None = None
 
-    async def _send(self, rows: Sequence[Mapping[str, Any]], patch: Any, *, requests: int) -> None:
+    async def _send(
+        self, rows: Sequence[Mapping[str, Any]], patch: Any, *, requests: int, deletes: Sequence[Any] = ()
+    ) -> None:
         await self.source._send.send(
             Batch(
                 stream=self.stream.key,
                 schema=self.stream.source,
                 table=self.stream.table,
                 rows=rows,
-                patch=patch,
+                patch=[*patch, *self.keys.ops_for(rows)],
                 requests=requests,
                 total_rows=self.expected_rows,
+                deletes=deletes,
             )
         )
 
@@ -258,7 +286,11 @@ class _EntitySync:
     async def run(self, slice_budget: int) -> None:
         if not self.active:
             return
+        refresh = self.stream.cursor is None
         if self.slices is None:
+            if refresh:
+                # A full refresh is a sweep: what it does not return once it has completed was deleted.
+                await self._send([], self.keys.begin(self.server_now), requests=0)
             slices = await self._plan(slice_budget)
         else:
             slices = self.slices
@@ -270,10 +302,55 @@ class _EntitySync:
         upper = self.window[1]
         # A server clock that stepped back mid-sync may have stamped records below `upper`: the cursor follows it.
         cursor = None if upper is None else self.source.lowest_server_time(upper)
-        done: dict[str, Any] = {"cursor": cursor} if self.stream.cursor else {}
-        await self._send([], [((), done)], requests=0)
+        done: list[tuple[tuple[str, ...], Any]] = [(("run",), None)]
+        if self.stream.cursor:
+            done.append((("cursor",), cursor))
+        done.extend(self.keys.first_read_ops(self.server_now))
+        deletes: list[dict[str, Any]] = []
+        if refresh and self.keys.sweeping:
+            deletes, ops = self.keys.finish()
+            done.extend(ops)
+        elif refresh:
+            done.append((("swept",), self.server_now))  # a refresh resumed from a state without its "seen" keys
+        await self._send([], done, requests=0, deletes=deletes)
         self.report.completed.append(self.stream.key)
         report_conversions(self.report, self.converter)
+
+    async def sweep(self, budget: SweepBudget) -> None:
+        """Re-read the whole entity by id keyset, no date filter; on completion delete the ids not returned."""
+        if self.stream.cursor is None or not self.keys.due(self.server_now, self.source._reconcile_every):
+            return
+        if self.keys.sweep is None:
+            await self._send([], self.keys.begin(self.server_now, after=None), requests=0)
+            logger.info("%s: reconciliation sweep started", self.stream.key)
+        assert self.keys.sweep is not None
+        after = self.keys.sweep.get("after")
+        if not _valid_bound(after):
+            after = None  # a damaged position: re-read from the start (upserts make that harmless)
+        client = self.source._client
+        while True:
+            if not budget.take():
+                return  # progress is in the state; the next sync continues from `after`
+            filters = [f"id_greater_than({after})"] if after is not None else []
+            params: dict[str, str | int] = {"_fields": self.fields, "_limit": PAGE_LIMIT,
+                      "_filters": ",".join([*filters, *self.order])}  # fmt: skip
+            reply = await client.get_json(self.path, params, validate=_list_problem)
+            records = reply.body["response"]
+            if not records:
+                break  # only an empty page ends a sweep: a short one may just be a server's cap
+            rows = self._rows(records)
+            top = max((row["id"] for row in rows), default=None)
+            if top is None or (after is not None and top <= after):
+                raise MalformedResponseError(
+                    "a page of the reconciliation sweep did not advance the id keyset", api="accelo",
+                    endpoint=f"GET {self.path}",
+                )  # fmt: skip
+            after = top
+            self.keys.repaired += len(rows)
+            self.keys.sweep["after"] = after
+            await self._send(rows, [(("sweep", "after"), after)], requests=1)
+        deletes, ops = self.keys.finish()
+        await self._send([], ops, requests=1, deletes=deletes)
 
     async def _new_window(self, lower: int, upper: int, *, from_cursor: bool) -> tuple[int, int] | None:
         """The bounds of a new window from `lower` (the saved cursor, or the start date) to the server's `upper`;

@@ -1,11 +1,39 @@
 """AwardCo users, incremental on `updated_at` with the inclusive `updated_since` filter.
 
 The filter is frozen for the whole sync (the example connector moved it forward after every page while also
-advancing the page number, which skips rows). Pages are numbered and ordered by employeeId, so a user updated
-mid-sync stays on its page; when the API says how many users there are (`total`), the remaining pages are fetched in
-parallel and delivered in order. The next sync's `updated_since` is the server's clock at the first response, less
-a margin that covers the time the server took to answer it: a user changed after any of this sync's reads has an
-`updated_at` at or after that point and is read again next time.
+advancing the page number, which skips rows). When the API says how many users there are (`total`), the remaining
+pages are fetched in parallel and delivered in order. The next sync's `updated_since` is the server's clock at the
+first response, less a margin that covers the time the server took to answer it: a user changed after any of this
+sync's reads has an `updated_at` at or after that point and is read again next time.
+
+**Paging under churn.** AwardCo has no keyset: pages are numbered over a live set, in an order the API does not
+promise. A user deleted (or moved to the end of the order by an update) while a sync pages shifts every later page by
+one, so a user who was never touched falls between two pages; ties in the order may come back in a different order
+per request, with the same effect. A single read cannot see that it skipped someone, but it can see the signs, so
+the set is read in *rounds* until one confirms it:
+
+- a full pass is **clean** when `total` is present, was the same in every response, and the pass returned exactly
+  `total` distinct users: nothing moved, no one can be missing. Done (1 pass, as without churn).
+- users returned twice in a pass mean the order moved; between two reads of a fixed set of positions a user missing
+  means another was returned twice (pigeonhole), so the pages spanned by the duplicates are re-read (a *re-read
+  round*) until the users returned since the last full pass number `total`. A change of `total` (users created or
+  deleted) or a shortfall without duplicates (a shift) means another full pass. Every row read is upserted, so the
+  union of the rounds is what was delivered.
+- without `total`: a round that finds no user the earlier rounds had not returned confirms the set when it saw a
+  still order (no duplicates); while the order moves, four such rounds in a row are required. So every read is at
+  least two passes (an incremental sync of one page: 2 requests).
+- after `MAX_PASSES` rounds without confirmation the cursor is not advanced (the next sync reads the same window
+  again) and a warning says so; a sweep is not completed (nothing is deleted).
+
+The guarantee: a user that exists for the whole sync and matches the filter is delivered, unless churn keeps moving
+it out of every round until `MAX_PASSES`, which is reported. Limit: a delete and a create of the same number between
+two requests of one pass, after the deleted user was read, leave `total` as it was and can hide one skipped user
+(the next sweep repairs it). Cost (BENCHMARKS.md): no churn, 1 pass with `total`, 2 without; a churn event costs
+about one more pass, or a re-read of the pages it moved.
+
+**Reconciliation** (`_reconcile`): every `reconcile_every_hours` the users are read whole (no `updated_since`) by
+the same passes, after the incremental read, at most `reconcile_max_requests` per sync; once a sweep confirms, the
+employeeIds known but not returned since it started are deleted.
 """
 
 from __future__ import annotations
@@ -13,6 +41,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -20,10 +49,13 @@ from anyio.abc import ObjectSendStream
 
 from .._exceptions import SourceError, StateError
 from .._http import ApiClient, Reply
+from .._keyset import KeySet
 from .._pagination import PageNumberPaginator, page_has_more
 from .._pipeline import Batch, fetch_in_order
+from .._state import AddKeys
 from .._streams import RowConverter, Stream
 from ._common import SourceReport, report_conversions
+from ._reconcile import KeyTracker, SweepBudget
 
 __all__ = ["AWARDCO_STREAMS", "AwardcoSource"]
 
@@ -35,6 +67,8 @@ CURSOR_MARGIN = timedelta(seconds=60)
 # Without `total`, how many pages to fetch ahead of the one being delivered: at most this many minus one requests
 # are spent past the last page, for several times the speed of one page per round trip.
 SPECULATIVE_PAGES = 4
+# Passes over a moving set before giving up on confirming it (the cursor then stays put; see the module docstring).
+MAX_PASSES = 16
 
 USER = Stream(
     "awardco",
@@ -71,6 +105,44 @@ def _users_problem(body: Any) -> str | None:
     return None
 
 
+@dataclass
+class _Round:
+    """What one round of reads observed: a full pass (page 1 to the end) or a re-read of suspect pages."""
+
+    number: int
+    full: bool
+    from_start: bool  # a full pass that began at page 1 (one resumed mid-way after a crash saw part of the set)
+    pages: dict[int, list[str]] = field(default_factory=dict)  # page -> employeeIds it returned, this round
+    new: int = 0  # users no earlier round of this read had returned
+    totals: set[int] = field(default_factory=set)
+    out_of_budget: bool = False
+
+    def suspect_pages(self) -> list[int]:
+        """The pages from the first to the last on which a user seen twice in this round appeared.
+
+        Between two reads of a fixed set of positions, a user missing means another one was returned twice
+        (pigeonhole), so the pages spanned by duplicates hold every user a moving order made the round miss.
+        """
+        where: dict[str, list[int]] = {}
+        for page, ids in self.pages.items():
+            for key in ids:
+                where.setdefault(key, []).append(page)
+        suspect: set[int] = set()
+        for pages in where.values():
+            if len(pages) > 1:
+                suspect.update(range(min(pages), max(pages) + 1))
+        return sorted(suspect)
+
+    @property
+    def duplicates(self) -> bool:
+        return bool(self.suspect_pages())
+
+
+_OUT_OF_BUDGET = object()
+# Without `total`, a read whose order moves (duplicates) ends only after this many rounds in a row found no one new.
+_QUIET_ROUNDS = 4
+
+
 class AwardcoSource:
     name = "awardco"
     streams = AWARDCO_STREAMS
@@ -84,6 +156,8 @@ class AwardcoSource:
         start_date: datetime | None,
         updated_since_param: str,
         clock_now: float,
+        reconcile_every_seconds: float = 24 * 3600.0,
+        sweep_requests: int = 250,
     ) -> None:
         self._client = client
         self._send = send
@@ -93,6 +167,10 @@ class AwardcoSource:
         self._clock_now = clock_now
         self._converter: RowConverter = USER.converter()
         self._expected: int | None = None
+        self._reconcile_every = reconcile_every_seconds
+        self._sweep_budget = SweepBudget(sweep_requests)
+        self._keys: KeyTracker | None = None
+        self._server_now: int | None = None
 
     async def run(
         self, prior: Mapping[str, Mapping[str, Any]], tables: list[str], *, report: SourceReport | None = None
@@ -101,30 +179,44 @@ class AwardcoSource:
         report = report if report is not None else SourceReport(self.name)
         if "user" not in tables:
             return report
+        entry = prior.get(USER.key, {})
+        self._keys = KeyTracker(USER, entry, report)
         try:
-            since, started, first_page = self._read_prior(prior.get(USER.key, {}))
+            since, started, first_page, pass_number = self._read_prior(entry)
         except StateError as exc:
             logger.warning("%s; resyncing %s from the start", exc, USER.key)
             report.warnings.append(f"{exc}; resynced from the start")
-            since, started, first_page = self._start, None, 1
+            since, started, first_page, pass_number = self._start, None, 1, 1
         if first_page > 1:
             logger.info("%s: resuming an interrupted sync at page %d", USER.key, first_page)
-        await self._sync(since, started, first_page)
+        if not await self._sync(since, started, first_page, pass_number, report):
+            report.warnings.append(
+                f"{USER.key}: the users kept moving during {MAX_PASSES} passes; the next sync reads them again"
+            )
+        if self._keys.due(self._now(), self._reconcile_every):
+            await self._sweep()
         report.completed.append(USER.key)
         report_conversions(report, self._converter)
         return report
 
-    def _read_prior(self, prior: Mapping[str, Any]) -> tuple[str | None, str | None, int]:
+    def _now(self) -> int:
+        return self._server_now if self._server_now is not None else int(self._clock_now)
+
+    def _read_prior(self, prior: Mapping[str, Any]) -> tuple[str | None, str | None, int, int]:
         run = prior.get("run")
         if isinstance(run, dict):
             since, started, page = run.get("since"), run.get("started"), run.get("next_page")
-            if _optional_iso(since) and _optional_iso(started) and isinstance(page, int) and page >= 1:
-                return since, started, page
+            number = run.get("pass", 1)
+            if (
+                _optional_iso(since) and _optional_iso(started) and isinstance(page, int) and page >= 1
+                and isinstance(number, int) and number >= 1
+            ):  # fmt: skip
+                return since, started, page, number
             raise StateError(f"state: {USER.key} has a malformed 'run' entry")
         cursor = prior.get("cursor")
         if cursor is not None and not _optional_iso(cursor):
             raise StateError(f"state: {USER.key} has a malformed cursor {cursor!r}")
-        return (cursor if cursor is not None else self._start), None, 1
+        return (cursor if cursor is not None else self._start), None, 1, 1
 
     async def _fetch(self, since: str | None, page: int) -> Reply:
         # Pages are addressed by number (fetched ahead in parallel), so each request gets its page's parameters.
@@ -135,8 +227,9 @@ class AwardcoSource:
         return await self._client.get_json(USERS_PATH, params, validate=_users_problem)
 
     async def _pages_in_order(
-        self, since: str | None, run: dict[str, Any], pages: Iterable[int], window: int
-    ) -> tuple[int, bool]:
+        self, since: str | None, where: str, seen: _Round, view: KeySet, union: KeySet, pages: Iterable[int],
+        window: int, budget: SweepBudget | None,
+    ) -> tuple[int, bool]:  # fmt: skip
         """Fetch `pages` up to `window` ahead and deliver them in order until one says there is no more.
 
         A page fetched ahead of the last one may fail (an API that answers 404 past the end): its error is kept and
@@ -145,53 +238,219 @@ class AwardcoSource:
         """
         last: tuple[int, bool] = (0, False)
 
-        async def fetch(index: int) -> Reply | SourceError:
+        async def fetch(index: int) -> Reply | SourceError | object:
+            if budget is not None and not budget.take():
+                return _OUT_OF_BUDGET
             try:
                 return await self._fetch(since, index)
             except SourceError as exc:
                 return exc
 
-        async def deliver(index: int, result: Reply | SourceError) -> bool:
+        async def deliver(index: int, result: Reply | SourceError | object) -> bool:
             nonlocal last
             if isinstance(result, SourceError):
                 raise result
-            last = (index, await self._deliver(result, run, index))
-            return last[1]
+            if not isinstance(result, Reply):
+                seen.out_of_budget = True
+                return False
+            last = (index, await self._deliver(result, where, index, seen, view, union))
+            return last[1] or not seen.full  # a re-read round reads every page it chose
 
         await fetch_in_order(pages, fetch, deliver, window=window)
         return last
 
-    async def _deliver(self, reply: Reply, run: dict[str, Any], page: int) -> bool:
+    async def _deliver(self, reply: Reply, where: str, page: int, seen: _Round, view: KeySet, union: KeySet) -> bool:
         users = reply.body["users"]
         convert = self._converter.convert
         rows = [row for row in map(convert, users) if row is not None]
+        ids = seen.pages.setdefault(page, [])
+        for row in rows:
+            key = row["employeeId"]
+            ids.append(key)
+            view.add(key)
+            if key not in union:
+                union.add(key)
+                seen.new += 1
+        total = reply.body.get("total")
+        if isinstance(total, int) and not isinstance(total, bool):
+            seen.totals.add(total)
         has_more = page_has_more(reply.body, len(users), PER_PAGE)
-        run = {**run, "next_page": page + 1}
+        # A crash in a re-read round resumes with a full pass from page 1 (the round's page list is not saved).
+        resume_at = page + 1 if seen.full else 1
+        patch: list[tuple[tuple[str, ...], Any]] = [((where, "next_page"), resume_at), ((where, "pass"), seen.number)]
+        assert self._keys is not None
+        if where == "sweep":
+            self._keys.repaired += len(rows)
+            # A sweep's pass may span several syncs (its budget): what the pass has seen is saved with it.
+            if seen.full and page == 1:
+                patch += [((where, "view"), None), ((where, "from_start"), True)]
+            patch += [((where, "view"), AddKeys([row["employeeId"] for row in rows])),
+                      ((where, "totals"), sorted(seen.totals))]  # fmt: skip
+        patch.extend(self._keys.ops_for(rows))
         await self._send.send(
-            Batch(USER.key, USER.source, USER.table, rows, [(("run",), run)], requests=1, total_rows=self._expected)
+            Batch(USER.key, USER.source, USER.table, rows, patch, requests=1, total_rows=self._expected)
         )
         return has_more
 
-    async def _sync(self, since: str | None, started: str | None, page: int) -> None:
-        reply = await self._fetch(since, page)
-        if started is None:
-            now = reply.server_time if reply.server_time is not None else self._clock_now
-            started = _iso(datetime.fromtimestamp(now, tz=timezone.utc) - CURSOR_MARGIN)
-        run: dict[str, Any] = {"since": since, "started": started}
+    async def _full_pass(
+        self, since: str | None, where: str, seen: _Round, view: KeySet, union: KeySet, page: int,
+        first: Reply | None, budget: SweepBudget | None,
+    ) -> None:  # fmt: skip
+        if first is None:
+            if budget is not None and not budget.take():
+                seen.out_of_budget = True
+                return
+            first = await self._fetch(since, page)
         paginator = PageNumberPaginator(per_page=PER_PAGE, first_page=page)
-        paginator.update_state(reply.body, reply.body["users"])
-        total = reply.body.get("total")
+        paginator.update_state(first.body, first.body["users"])
+        total = first.body.get("total")
         if isinstance(total, int):
             self._expected = total
-        more = await self._deliver(reply, run, page)
+        more = await self._deliver(first, where, page, seen, view, union)
         if more and paginator.total_pages is not None and paginator.total_pages > page:
             # The API said how many pages there are: fetch them all in parallel, deliver in order.
-            page, more = await self._pages_in_order(since, run, range(page + 1, paginator.total_pages + 1),
-                                                    self._concurrency)  # fmt: skip
-        if more:
+            page, more = await self._pages_in_order(since, where, seen, view, union,
+                                                    range(page + 1, paginator.total_pages + 1),
+                                                    self._concurrency, budget)  # fmt: skip
+        if more and not seen.out_of_budget:
             # No total (or more users than it said, created mid-sync): follow has_more, a few pages ahead.
-            page, more = await self._pages_in_order(since, run, itertools.count(page + 1), SPECULATIVE_PAGES)
-        await self._send.send(Batch(USER.key, USER.source, USER.table, [], [((), {"cursor": started})]))
+            page, more = await self._pages_in_order(since, where, seen, view, union, itertools.count(page + 1),
+                                                    SPECULATIVE_PAGES, budget)  # fmt: skip
+
+    async def _read_until_confirmed(
+        self, since: str | None, where: str, page: int, number: int, first: Reply | None, budget: SweepBudget | None,
+        saved: Mapping[str, Any] | None = None,
+    ) -> bool | None:  # fmt: skip
+        """Rounds until the set is confirmed (True); False after MAX_PASSES rounds; None when the budget ran out.
+
+        `saved`: a sweep's progress, whose pass began in an earlier sync (its view, totals, whether it began at 1).
+        """
+        union = KeySet()  # every user any round of this read returned
+        view = KeySet()  # every user returned since the last full pass began
+        rounds: list[_Round] = []
+        pass_totals: set[int] = set()
+        last_full: _Round | None = None
+        resumed: _Round | None = None
+        if saved is not None and page > 1:
+            assert self._keys is not None and self._keys.seen is not None
+            try:
+                view = KeySet.from_json(saved.get("view"), f"{USER.key} sweep view")
+            except StateError:
+                view = KeySet()
+            resumed = _Round(number, full=True, from_start=saved.get("from_start") is True and len(view) > 0)
+            totals = saved.get("totals")
+            if isinstance(totals, list):
+                resumed.totals = {t for t in totals if isinstance(t, int) and not isinstance(t, bool)}
+            self._keys.merge()
+            union = KeySet(self._keys.seen)  # what the sweep saw before this sync, for "no one new"
+        while True:
+            full = last_full is None or not _reread_suffices(rounds[-1], last_full)
+            seen = _Round(number, full=full, from_start=full and page == 1)
+            if resumed is not None:
+                seen, resumed = resumed, None
+            if full:
+                if page == 1:
+                    view = KeySet()
+                pass_totals = set()
+                await self._full_pass(since, where, seen, view, union, page, first, budget)
+                last_full = seen
+            else:
+                assert last_full is not None
+                await self._pages_in_order(since, where, seen, view, union, last_full.suspect_pages(),
+                                           self._concurrency, budget)  # fmt: skip
+            if seen.out_of_budget:
+                return None
+            rounds.append(seen)
+            pass_totals |= seen.totals
+            if _confirmed(rounds, last_full, view, pass_totals):
+                return True
+            if number >= MAX_PASSES:
+                logger.warning("%s: the users kept moving during %d rounds of reads; not confirmed", USER.key, number)
+                return False
+            assert last_full is not None
+            logger.info(
+                "%s: %s %d returned %d users (%d new; totals %s): reading %s to confirm",
+                USER.key, "pass" if seen.full else "re-read", number, sum(map(len, seen.pages.values())), seen.new,
+                sorted(seen.totals) or "absent", "again" if not _reread_suffices(seen, last_full) else "moving pages",
+            )  # fmt: skip
+            number, page, first = number + 1, 1, None
+
+    async def _sync(self, since: str | None, started: str | None, page: int, number: int, report: SourceReport) -> bool:
+        reply = await self._fetch(since, page)
+        now = reply.server_time if reply.server_time is not None else self._clock_now
+        self._server_now = int(now)
+        fresh = started is None
+        if started is None:
+            started = _iso(datetime.fromtimestamp(now, tz=timezone.utc) - CURSOR_MARGIN)
+        if fresh:
+            run = {"since": since, "started": started, "next_page": page, "pass": number}
+            await self._send.send(Batch(USER.key, USER.source, USER.table, [], [(("run",), run)]))
+        confirmed = await self._read_until_confirmed(since, "run", page, number, reply, None)
+        assert self._keys is not None
+        done: list[tuple[tuple[str, ...], Any]] = [(("run",), None)]
+        if confirmed:
+            done.append((("cursor",), started))
+            done.extend(self._keys.first_read_ops(self._now()))
+        await self._send.send(Batch(USER.key, USER.source, USER.table, [], done))
+        return bool(confirmed)
+
+    async def _sweep(self) -> None:
+        keys = self._keys
+        assert keys is not None
+        if keys.sweep is None:
+            await self._send.send(
+                Batch(USER.key, USER.source, USER.table, [], keys.begin(self._now(), next_page=1, **{"pass": 1}))
+            )
+            logger.info("%s: reconciliation sweep started", USER.key)
+        assert keys.sweep is not None
+        page, number = keys.sweep.get("next_page", 1), keys.sweep.get("pass", 1)
+        if not (isinstance(page, int) and page >= 1 and isinstance(number, int) and number >= 1):
+            page, number = 1, 1
+        confirmed = await self._read_until_confirmed(
+            None, "sweep", page, number, None, self._sweep_budget, saved=keys.sweep
+        )
+        if confirmed is None:
+            logger.info("%s: reconciliation used this sync's share of the budget; it continues next sync", USER.key)
+            return
+        if not confirmed:
+            # Never delete on an unconfirmed read: start the sweep's passes over next sync.
+            await self._send.send(
+                Batch(USER.key, USER.source, USER.table, [], [(("sweep", "next_page"), 1), (("sweep", "pass"), 1)])
+            )
+            return
+        deletes, ops = keys.finish()
+        await self._send.send(Batch(USER.key, USER.source, USER.table, [], ops, deletes=deletes))
+
+
+def _reread_suffices(latest: _Round, last_full: _Round) -> bool:
+    """Whether re-reading the last full pass's suspect pages can settle the set (the order moved, the set did not).
+
+    A change of `total`, a pass resumed mid-way, or a full pass without duplicates that still left the set
+    unconfirmed (a shift: a user deleted or moved ahead of the pager) needs a new full pass.
+    """
+    if not last_full.from_start or len(last_full.totals) > 1 or not last_full.duplicates:
+        return False
+    return not latest.totals or latest.totals == last_full.totals
+
+
+def _confirmed(rounds: list[_Round], last_full: _Round | None, view: KeySet, totals: set[int]) -> bool:
+    latest = rounds[-1]
+    if last_full is None or not last_full.from_start:
+        return False
+    if totals:
+        # `total` said how many users there are, it did not change since the last full pass began, and the reads
+        # since then returned exactly that many distinct users: none is missing.
+        return len(totals) == 1 and len(view) == next(iter(totals))
+    if latest.new:
+        return False
+    if not latest.duplicates and len(rounds) > 1:
+        return True  # a confirming round found no one new and saw a still order
+    quiet = 0
+    for previous in reversed(rounds):
+        if previous.new:
+            break
+        quiet += 1
+    return quiet >= _QUIET_ROUNDS
 
 
 def _optional_iso(value: Any) -> bool:

@@ -1,0 +1,355 @@
+"""Deletes and reconciliation: compact key sets, AwardCo paging under churn, sweeps, staff deletes, kills mid-sweep.
+
+Churn cases run against the simulator's knobs: users deleted, created or updated while a sync pages (`Mutation`),
+ties in the order shuffled per request (`awardco_order="updated_at"`), with and without `total`; null/empty/zero
+cursor dates (`blank_cursor_dates`); and deletions between syncs (`Simulator.apply_mutation`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import RecordingSink, assert_matches_truth, sync_once, truth_keys
+from support.helpers import durable_sink
+from syncflow._exceptions import StateError
+from syncflow._keyset import KeySet
+from syncflow._state import AddKeys, RemoveKeys, StateDocument
+from syncflow.sim import Mutation, Simulator
+
+MakeSim = Callable[..., Simulator]
+ACCELO = ("companies", "invoices", "payments", "prospects", "jobs", "staff")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Key sets
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ints=st.lists(st.integers(min_value=0, max_value=3000), max_size=400),
+    strings=st.lists(st.from_regex(r"[A-Z]{0,2}[0-9]{1,4}|[a-z]{1,3}", fullmatch=True), max_size=80),
+    gone=st.lists(st.integers(min_value=0, max_value=3000), max_size=60),
+)
+def test_key_sets_round_trip_and_subtract_exactly(ints: list[int], strings: list[str], gone: list[int]) -> None:
+    keys = KeySet([*ints, *strings])
+    for value in gone:
+        keys.discard(value)
+    expected = (set(ints) - set(gone)) | set(strings)
+    assert set(keys) == expected and len(keys) == len(expected)
+    back = KeySet.from_json(json.loads(json.dumps(keys.to_json())), "test")
+    assert back == keys and set(back) == expected
+    seen = KeySet([*ints[::2], *strings[::3]])
+    assert set(keys.difference(seen)) == expected - set(ints[::2]) - set(strings[::3])
+
+
+def test_a_large_dense_key_set_is_packed_small() -> None:
+    keys = KeySet(i for i in range(1, 200_001) if i % 97)  # ~2,000 gaps: too many ranges for the flat form
+    packed = json.dumps(keys.to_json())
+    assert len(packed) < 10_000, len(packed)
+    assert KeySet.from_json(json.loads(packed), "test") == keys
+    string_keys = KeySet(f"E{n:06d}" for n in range(1, 50_001) if n % 89)
+    assert len(json.dumps(string_keys.to_json())) < 5_000
+    assert "E000089" not in string_keys and "E000090" in string_keys
+
+
+def test_a_damaged_key_set_is_one_clear_state_error() -> None:
+    with pytest.raises(StateError, match=r"accelo\.jobs keys is malformed"):
+        KeySet.from_json({"i": "not base85 lzma"}, "accelo.jobs keys")
+
+
+def test_state_applies_key_ops_and_checkpoints_them_compactly() -> None:
+    state = StateDocument()
+    state.apply("s", [(("keys",), AddKeys(list(range(1000))))])
+    state.apply("s", [(("keys",), RemoveKeys([5, 6]))])
+    saved = json.loads(json.dumps(state.as_dict()))
+    assert saved["streams"]["s"]["keys"] == {"i": [0, 4, 7, 999]}
+    assert set(KeySet.from_json(StateDocument.load(saved).stream("s")["keys"], "s")) == set(range(1000)) - {5, 6}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# AwardCo paging under churn: no user that existed for the whole sync is skipped.
+
+
+def _users(sim: Simulator) -> set[str]:
+    return {u["employeeId"] for u in sim.ground_truth()["awardco"]["user"]}
+
+
+CHURN = {
+    "deletes": dict(mutations=[Mutation(after_requests=3, source="awardco", entity="user", delete=7),
+                               Mutation(after_requests=6, source="awardco", entity="user", delete=5)]),
+    "updates_move_to_end": dict(awardco_order="updated_at",
+                                mutations=[Mutation(after_requests=3, source="awardco", entity="user", modify=9),
+                                           Mutation(after_requests=7, source="awardco", entity="user", modify=4)]),
+    "creates_and_deletes": dict(mutations=[Mutation(after_requests=2, source="awardco", entity="user", create=30),
+                                           Mutation(after_requests=7, source="awardco", entity="user", create=20,
+                                                    delete=9)]),
+    "shuffled_ties": dict(awardco_order="updated_at"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("include_total", [True, False], ids=["total", "no_total"])
+@pytest.mark.parametrize("case", sorted(CHURN))
+def test_no_user_is_skipped_while_the_set_changes_under_the_pager(
+    make_sim: MakeSim, case: str, include_total: bool
+) -> None:
+    sim = make_sim(awardco_users=1200, awardco_include_total=include_total, latency=0.002, **CHURN[case])
+    before = _users(sim)
+    sink = RecordingSink()
+    result, state = sync_once(sim, sink, streams=["awardco.user"], max_concurrency="4")
+    survivors = before & _users(sim)  # existed for the whole sync
+    skipped = survivors - set(sink.tables["awardco.user"])
+    assert not skipped, f"{case}: {len(skipped)} users skipped, e.g. {sorted(skipped)[:5]}"
+    assert "run" not in state.stream("awardco.user") and state.stream("awardco.user")["cursor"]
+    assert not result.warnings
+
+
+def test_a_stable_set_with_total_costs_one_pass(make_sim: MakeSim) -> None:
+    sim = make_sim(awardco_users=1234)
+    sync_once(sim, RecordingSink(), streams=["awardco.user"])
+    assert sim.stats().by_endpoint["GET /api/users"] == 13
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sweeps
+
+
+def _delete_everywhere(sim: Simulator, count: int) -> None:
+    for entity in ACCELO:
+        sim.apply_mutation(Mutation(after_requests=1, source="accelo", entity=entity, delete=count))
+    sim.apply_mutation(Mutation(after_requests=1, source="awardco", entity="user", delete=count))
+
+
+def _assert_soft_deleted(sink: RecordingSink, gone: dict[str, set[Any]]) -> None:
+    for stream, keys in gone.items():
+        assert keys <= set(sink.deleted.get(stream, {})), f"{stream}: {sorted(keys - set(sink.deleted[stream]))}"
+        assert not keys & set(sink.tables.get(stream, {})), f"{stream}: deleted rows still live"
+
+
+def test_a_sweep_repairs_blank_cursor_dates_and_soft_deletes_what_is_gone(make_sim: MakeSim) -> None:
+    sim = make_sim(blank_cursor_dates=6, awardco_include_total=False)
+    sink = RecordingSink()
+    _, state = sync_once(sim, sink)
+    invisible = {s: truth_keys(sim)[s] - set(sink.tables[s]) for s in truth_keys(sim)}
+    assert all(invisible[f"accelo.{e}"] for e in ACCELO if e != "staff"), "the knob hides records from date filters"
+    before = truth_keys(sim)
+    _delete_everywhere(sim, 4)
+    # Only rows in the destination need a delete (a blank-dated record deleted before anything read it never was).
+    gone = {stream: (keys & set(sink.tables[stream])) - truth_keys(sim)[stream] for stream, keys in before.items()}
+    # An ordinary incremental sync (sweep not yet due) finds neither; staff's completed refresh deletes its own.
+    _, state = sync_once(sim, sink, state)
+    assert all(invisible[s] - set(sink.tables[s]) for s in invisible if s.startswith("accelo.") and s != "accelo.staff")
+    _assert_soft_deleted(sink, {"accelo.staff": gone["accelo.staff"]})
+    assert set(sink.deleted) == {"accelo.staff"}
+    result, state = sync_once(sim, sink, state, reconcile_every_hours="0")
+    assert_matches_truth(sink, sim)
+    _assert_soft_deleted(sink, gone)
+    for stream in before:
+        summary = result.streams[stream]
+        if stream.startswith("accelo.") and stream != "accelo.staff":
+            assert summary.repaired == len(truth_keys(sim)[stream]) and summary.deleted == len(gone[stream])
+        elif stream == "awardco.user":  # without `total`, a confirming pass re-reads every user once more
+            assert summary.repaired == 2 * len(truth_keys(sim)[stream]) and summary.deleted == len(gone[stream])
+        assert "sweep" not in state.stream(stream) and isinstance(state.stream(stream)["swept"], int)
+
+
+def test_a_sweep_larger_than_its_budget_continues_and_the_incremental_part_still_runs(make_sim: MakeSim) -> None:
+    sim = make_sim()
+    sink = RecordingSink()
+    streams = ["accelo.companies", "awardco.user"]
+    _, state = sync_once(sim, sink, streams=streams)
+    before = truth_keys(sim)
+    _delete_everywhere(sim, 3)
+    # Each sync may spend 2 requests on sweeps: companies (230 rows) needs 4 pages, users (330) 4 pages + confirm.
+    _, state = sync_once(sim, sink, state, streams=streams, reconcile_every_hours="0", reconcile_max_requests="2")
+    assert not sink.deleted, "nothing is deleted before a sweep completes"
+    assert "sweep" in state.stream("accelo.companies") and "sweep" in state.stream("awardco.user")
+    syncs = 1
+    while any("sweep" in state.stream(s) for s in streams):
+        sim.apply_mutation(Mutation(after_requests=1, source="accelo", entity="companies", modify=2))
+        _, state = sync_once(
+            sim, sink, state, streams=streams, reconcile_every_hours="0", reconcile_max_requests="2"
+        )
+        syncs += 1
+        # The incremental part ran in this sync too: every modification is already current.
+        assert_matches_truth(sink, sim, streams=["accelo.companies"]) if "sweep" not in state.stream(
+            "accelo.companies"
+        ) else None
+        assert syncs < 12
+    assert syncs >= 2, "the sweeps needed more than one sync's budget"
+    assert_matches_truth(sink, sim, streams=streams)
+    _assert_soft_deleted(sink, {s: before[s] - truth_keys(sim)[s] for s in streams})
+
+
+def test_modifications_are_current_while_a_long_sweep_is_under_way(make_sim: MakeSim) -> None:
+    sim = make_sim()
+    sink = RecordingSink()
+    streams = ["accelo.companies"]
+    _, state = sync_once(sim, sink, streams=streams)
+    sim.apply_mutation(Mutation(after_requests=1, source="accelo", entity="companies", modify=5, create=2))
+    _, state = sync_once(sim, sink, state, streams=streams, reconcile_every_hours="0", reconcile_max_requests="1")
+    assert "sweep" in state.stream("accelo.companies")
+    assert_matches_truth(sink, sim, streams=streams)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Staff deletes: after a completed refresh, never after a partial one.
+
+
+class _FailingSink(RecordingSink):
+    """A destination that fails after `limit` upserts of one stream (the sync dies mid-refresh)."""
+
+    def __init__(self, base: RecordingSink, stream: str, limit: int) -> None:
+        super().__init__()
+        self.tables = {k: dict(v) for k, v in base.tables.items()}
+        self.stream, self.limit, self.count = stream, limit, 0
+
+    def upsert(self, schema: str, table: str, row: Any) -> None:
+        if f"{schema}.{table}" == self.stream:
+            self.count += 1
+            if self.count > self.limit:
+                raise RuntimeError("destination went away")
+        super().upsert(schema, table, row)
+
+
+def test_staff_are_deleted_after_a_completed_refresh_but_not_after_a_partial_one(make_sim: MakeSim) -> None:
+    counts = {"companies": 0, "invoices": 0, "payments": 0, "prospects": 0, "jobs": 0, "staff": 450}
+    sim = make_sim(accelo_counts=counts, awardco_users=0)
+    sink = RecordingSink()
+    _, state = sync_once(sim, sink, streams=["accelo.staff"], max_concurrency="1", checkpoint_every_rows="100")
+    staff = truth_keys(sim)["accelo.staff"]
+    sim.apply_mutation(Mutation(after_requests=1, source="accelo", entity="staff", delete=5))
+    gone = staff - truth_keys(sim)["accelo.staff"]
+    # The refresh dies after 250 rows: its checkpoints say how far it got; nothing may be deleted.
+    failing = _FailingSink(sink, "accelo.staff", 250)
+    with pytest.raises(RuntimeError):
+        sync_once(sim, failing, state, streams=["accelo.staff"], max_concurrency="1", checkpoint_every_rows="100")
+    assert not failing.deletes
+    partial = StateDocument.load(failing.checkpoints[-1])
+    assert "run" in partial.stream("accelo.staff") and "sweep" in partial.stream("accelo.staff")
+    # Resumed, the refresh completes and only then deletes exactly the staff that are gone.
+    failing.limit = 10**9
+    sync_once(sim, failing, partial, streams=["accelo.staff"], max_concurrency="1", checkpoint_every_rows="100")
+    assert {key for _, key in failing.deletes} == gone
+    assert set(failing.tables["accelo.staff"]) == truth_keys(sim)["accelo.staff"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kill mid-sweep: the destination as of any checkpoint (a sink that commits at checkpoints), then a resumed sync.
+
+
+def _kill_mid_sweep_trials(make_sim: MakeSim, seed: int, every: int) -> None:
+    sim = make_sim(seed=seed, blank_cursor_dates=3)
+    sink = RecordingSink()
+    _, state = sync_once(sim, sink, checkpoint_every_rows="60")
+    first_checkpoints = len(sink.checkpoints)
+    before = truth_keys(sim)
+    _delete_everywhere(sim, 4)
+    # Only rows in the destination need a delete (a blank-dated record deleted before anything read it never was).
+    gone = {stream: (keys & set(sink.tables[stream])) - truth_keys(sim)[stream] for stream, keys in before.items()}
+    assert sum(map(len, gone.values())) >= 20
+    sync_once(sim, sink, state, checkpoint_every_rows="60", reconcile_every_hours="0")
+    mid_sweep = [
+        index
+        for index in range(first_checkpoints, len(sink.checkpoints))
+        if any("sweep" in entry for entry in sink.checkpoints[index]["streams"].values())
+    ]
+    assert len(mid_sweep) >= 4, "the sweep spans several checkpoints"
+    for index in mid_sweep[::every]:
+        killed = durable_sink(sink, index)
+        # No live row was deleted by the time of the kill.
+        for stream, rows in killed.deleted.items():
+            assert not set(rows) - gone[stream], f"{stream}: live rows deleted before checkpoint {index}"
+        sync_once(sim, killed, StateDocument.load(sink.checkpoints[index]), checkpoint_every_rows="60",
+                  reconcile_every_hours="0")  # fmt: skip
+        assert_matches_truth(killed, sim)
+        _assert_soft_deleted(killed, gone)
+
+
+def test_a_sweep_killed_at_a_checkpoint_resumes_and_deletes_exactly_what_is_gone(make_sim: MakeSim) -> None:
+    _kill_mid_sweep_trials(make_sim, seed=5, every=7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_kill_mid_sweep_soak(make_sim: MakeSim, seed: int) -> None:
+    _kill_mid_sweep_trials(make_sim, seed=seed, every=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The DuckDB sink soft-deletes like Fivetran (a `_fivetran_deleted` column).
+
+
+def test_to_duckdb_soft_deletes_removed_staff_and_a_re_upsert_revives_a_row(make_sim: MakeSim, tmp_path: Any) -> None:
+    import duckdb
+
+    import syncflow
+    from conftest import sim_configuration
+    from syncflow._duckdb import DuckDBSink
+    from syncflow.sources import ACCELO_STREAMS
+
+    sim = make_sim()
+    path = tmp_path / "w.duckdb"
+    configuration = sim_configuration(sources="accelo")
+    syncflow.to_duckdb(configuration, path, streams="accelo.staff", progress=False, transport=sim.transport())
+    before = truth_keys(sim)["accelo.staff"]
+    sim.apply_mutation(Mutation(after_requests=1, source="accelo", entity="staff", delete=3))
+    gone = before - truth_keys(sim)["accelo.staff"]
+    syncflow.to_duckdb(configuration, path, streams="accelo.staff", progress=False, transport=sim.transport())
+    with duckdb.connect(str(path), read_only=True) as connection:
+        rows = dict(connection.sql('select id, _fivetran_deleted from accelo.staff').fetchall())
+    assert set(rows) == before
+    assert {key for key, deleted in rows.items() if deleted} == gone
+
+    sink = DuckDBSink(path, [ACCELO_STREAMS["staff"]])
+    key = sorted(gone)[0]
+    sink.delete("accelo", "staff", [{"id": key}])
+    sink.upsert("accelo", "staff", {"id": key, "firstname": "Back"})  # after the delete: the row lives again
+    sink.checkpoint({"version": 1, "streams": {}})
+    sink.close()
+    with duckdb.connect(str(path), read_only=True) as connection:
+        assert connection.sql(f"select _fivetran_deleted from accelo.staff where id = {key}").fetchone() == (False,)
+
+
+def test_extract_hands_over_deletes_as_pages(make_sim: MakeSim) -> None:
+    import syncflow
+    from conftest import sim_configuration
+
+    sim = make_sim()
+    configuration = sim_configuration(sources="accelo")
+    with syncflow.extract(configuration, "accelo.staff", transport=sim.transport()) as pages:
+        assert not [page for page in pages if page.deletes]
+        state = pages.state
+    before = truth_keys(sim)["accelo.staff"]
+    sim.apply_mutation(Mutation(after_requests=1, source="accelo", entity="staff", delete=2))
+    with syncflow.extract(configuration, "accelo.staff", state=state, transport=sim.transport()) as pages:
+        deleted = {key["id"] for page in pages for key in page.deletes}
+    assert deleted == before - truth_keys(sim)["accelo.staff"]
+
+
+def test_the_fivetran_sink_sends_one_sdk_delete_per_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    import inspect
+
+    from fivetran_connector_sdk import Operations
+
+    from syncflow import fivetran
+
+    # The SDK 3.0 signature this adapter is written against: delete(table, keys: dict, *, schema=None).
+    parameters = inspect.signature(Operations.delete).parameters
+    assert list(parameters) == ["table", "keys", "schema"]
+    assert parameters["schema"].kind is inspect.Parameter.KEYWORD_ONLY
+    calls: list[tuple[str, dict[str, Any], str | None]] = []
+
+    class RecordingOperations:
+        @staticmethod
+        def delete(table: str, keys: dict[str, Any], *, schema: str | None = None) -> None:
+            calls.append((table, keys, schema))
+
+    monkeypatch.setattr(fivetran, "op", RecordingOperations)
+    fivetran.FivetranSink().delete("accelo", "staff", [{"id": 3}, {"id": 9}])
+    assert calls == [("staff", {"id": 3}, "accelo"), ("staff", {"id": 9}, "accelo")]
