@@ -14,6 +14,7 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ._measure import run_system
 from ._sim import SimOptions
@@ -26,13 +27,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latencies", default="0.15,0", help="comma list of seconds per request")
+    parser.add_argument(
+        "--systems", default="syncflow,bare_upsert",
+        help="comma list; the last is the floor the others are divided by (split_fetch needs msgspec)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     ok = True
     for latency in (float(x) for x in args.latencies.split(",")):
         options = SimOptions(scale=args.scale, latency=latency, jitter=0.03 if latency else 0.0)
-        figures: dict[str, list[dict[str, float]]] = {"syncflow": [], "bare_upsert": []}
+        systems = [name.strip() for name in args.systems.split(",") if name.strip()]
+        floor = systems[-1]
+        figures: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
         for repeat in range(args.repeats):
-            order = ["syncflow", "bare_upsert"] if repeat % 2 == 0 else ["bare_upsert", "syncflow"]
+            order = systems if repeat % 2 == 0 else systems[::-1]
             for system in order:
                 result = run_system("floor", system, options)
                 ok = ok and result.ok
@@ -40,20 +47,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 figures[system].append(measured)
                 print(
                     f"latency {latency * 1000:.0f} ms, {system:<11} wall {measured['wall']:6.2f} s, "
-                    f"cpu {measured['cpu']:6.2f} s, {measured['voluntary_switches']:6d} voluntary switches, "
+                    f"cpu {measured['cpu']:6.2f} s (+ child {measured.get('children_cpu', 0.0):.2f} s), "
+                    f"{measured['voluntary_switches']:6d} voluntary switches, "
                     f"{result.rows} rows, {'ok' if result.ok else 'MISMATCH ' + '; '.join(result.problems)}; "
                     "CPU s by thread: "
                     + ", ".join(f"{name} {s:.2f}" for name, s in sorted(measured.get("thread_cpu", {}).items())),
                     flush=True,
                 )
-        for what in ("wall", "cpu"):
-            ratios = [s[what] / b[what] for s, b in zip(figures["syncflow"], figures["bare_upsert"], strict=True)]
-            print(
-                f"latency {latency * 1000:.0f} ms: syncflow / bare {what} = {statistics.median(ratios):.2f} "
-                f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)}); rows/s share at median: "
-                f"{1 / statistics.median(ratios):.0%}",
-                flush=True,
-            )
+        for system in systems[:-1]:
+            for what in ("wall", "cpu"):
+                ratios = [s[what] / b[what] for s, b in zip(figures[system], figures[floor], strict=True)]
+                print(
+                    f"latency {latency * 1000:.0f} ms: {system} / {floor} {what} = {statistics.median(ratios):.2f} "
+                    f"(per repeat: {', '.join(f'{r:.2f}' for r in ratios)}); rows/s share at median: "
+                    f"{1 / statistics.median(ratios):.0%}",
+                    flush=True,
+                )
     return 0 if ok else 1
 
 

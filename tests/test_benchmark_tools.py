@@ -55,3 +55,13 @@ def test_worker_reports_process_and_per_thread_cpu(tmp_path: Path) -> None:
     assert "MainThread" in threads
     assert len([name for name in threads if name not in ("MainThread", "thread-cpu-sampler")]) >= 1
     assert all(seconds >= 0 for seconds in threads.values())
+
+
+def test_split_fetch_prototype_writes_exactly_the_ground_truth(tmp_path: Path) -> None:
+    pytest.importorskip("msgspec", reason="the split_fetch prototype needs msgspec (not a dependency)")
+    result = run_system("tools", "split_fetch", SimOptions(scale=0.1, latency=0.0, jitter=0.0), workdir=tmp_path,
+                        timeout=60)  # fmt: skip
+    assert result.ok, (result.problems, result.log)
+    assert result.rows == result.expected_rows
+    measured = json.loads(Path(result.log).with_name("result.json").read_text(encoding="utf-8"))
+    assert measured["children_cpu"] > 0  # the fetching happened in the child, and its CPU is reported apart
