@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from typing import Any
 
 __all__ = ["SYSTEMS", "connector_configuration", "main"]
 
-SYSTEMS = ("syncflow", "sequential", "lockstep5", "dlt", "bare_upsert")
+SYSTEMS = ("syncflow", "sequential", "lockstep5", "dlt", "bare_upsert", "split_fetch")
 
 
 def connector_configuration(
@@ -53,6 +54,55 @@ def _peak_rss_bytes() -> int:
     return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, children)
 
 
+class _ThreadCpu:
+    """CPU seconds per thread of this process, sampled from /proc/self/task every `interval` s (last value kept).
+
+    Threads end before the sync returns (syncflow's event-loop thread), so their CPU is read while they run; the
+    figure for a thread is at most `interval` of CPU short. Linux only; elsewhere it stays empty.
+    """
+
+    def __init__(self, interval: float = 0.25) -> None:
+        import threading
+
+        self._interval = interval
+        self._stop = threading.Event()
+        self.seconds: dict[str, float] = {}
+        self._thread = threading.Thread(target=self._loop, name="thread-cpu-sampler", daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> _ThreadCpu:
+        self._baseline = self._read()  # the main thread's CPU before the sync (imports, typing the bare rows)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sample()
+
+    def _read(self) -> dict[str, float]:
+        import threading
+
+        out: dict[str, float] = {}
+        for thread in threading.enumerate():
+            try:
+                text = Path(f"/proc/self/task/{thread.native_id}/stat").read_text(encoding="ascii")
+            except OSError:
+                continue  # the thread ended between enumerate() and the read
+            fields = text.rsplit(")", 1)[1].split()
+            # utime and stime are fields 14 and 15 of stat; after the ")" split they are at 11 and 12.
+            out[thread.name] = (int(fields[11]) + int(fields[12])) / self._tick
+        return out
+
+    def _sample(self) -> None:
+        for name, value in self._read().items():
+            self.seconds[name] = value - self._baseline.get(name, 0.0)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
+
+
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir)
     configuration = connector_configuration(
@@ -77,14 +127,33 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         fn = peers.sequential_update
     elif args.system == "lockstep5":
         fn = peers.lockstep5_update
+    elif args.system == "split_fetch":  # a measurement prototype: syncflow's fetch in a child process
+        from . import split_fetch
+
+        fn = split_fetch.update
     else:  # bare_upsert: rows are fetched and typed before the clock starts; the loop itself is what is timed
         from ._sim import SimOptions, SimProcess
 
         probe = SimProcess(SimOptions())
         probe.url = args.url  # only its control endpoints are used; this process did not start it
         fn = peers.bare_upsert_update(list(peers.typed_rows(probe.ground_truth())))
-    wall = run_in_sdk_runner(fn, schema, project, configuration)
-    return {"wall": wall, "database": str(warehouse_path(project)), "layout": "sdk"}
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with _ThreadCpu() as per_thread:
+        wall = run_in_sdk_runner(fn, schema, project, configuration)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU of every thread of this process during the sync: a CPU-bound sync on a shared machine shows its work here
+    # even when the wall clock is stretched by other processes.
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    switches = after.ru_nvcsw - before.ru_nvcsw
+    # split_fetch's child process (waited for inside the sync); 0 for every other system.
+    children = (children_after.ru_utime - children_before.ru_utime) + (
+        children_after.ru_stime - children_before.ru_stime
+    )
+    return {"wall": wall, "cpu": cpu, "voluntary_switches": switches, "thread_cpu": per_thread.seconds,
+            "children_cpu": children,
+            "database": str(warehouse_path(project)), "layout": "sdk"}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
