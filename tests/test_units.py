@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 import syncflow
-from syncflow import ConfigurationError, Secret, Settings, StateError
+from syncflow import AcceloSettings, AwardcoSettings, ConfigurationError, Secret, Settings, StateError
 from syncflow._http import RateGate, parse_retry_after
 from syncflow._pagination import IdKeysetPaginator, PageNumberPaginator
 from syncflow._redaction import redact_text, redact_url
@@ -39,9 +39,10 @@ GOOD = {
 
 def test_a_full_configuration_parses_with_defaults() -> None:
     settings = Settings.from_mapping(GOOD)
-    assert settings.accelo is not None and settings.accelo.base_url == "https://acme.api.accelo.com"
-    assert settings.accelo.requests_per_hour == 5000
-    assert settings.awardco is not None and settings.awardco.requests_per_hour == 1000
+    accelo, awardco = settings.sources["accelo"], settings.sources["awardco"]
+    assert isinstance(accelo, AcceloSettings) and accelo.base_url == "https://acme.api.accelo.com"
+    assert accelo.requests_per_hour == 5000
+    assert isinstance(awardco, AwardcoSettings) and awardco.requests_per_hour == 1000
     assert settings.max_concurrency >= 1
     assert "s3cret-value" not in repr(settings) and "k3y-value" not in repr(settings)
 
@@ -51,9 +52,10 @@ def test_the_example_connectors_key_names_are_aliases() -> None:
         {"deployment": "acme", "client_id": "i", "client_secret": "s", "api_key": "k",
          "base_url": "https://a.example", "rate_limit": "50", "updated_since_param": "since"}
     )  # fmt: skip
-    assert settings.accelo is not None and settings.accelo.deployment == "acme"
-    assert settings.awardco is not None and settings.awardco.requests_per_hour == 50
-    assert settings.awardco.updated_since_param == "since"
+    accelo, awardco = settings.sources["accelo"], settings.sources["awardco"]
+    assert isinstance(accelo, AcceloSettings) and accelo.deployment == "acme"
+    assert isinstance(awardco, AwardcoSettings) and awardco.requests_per_hour == 50
+    assert awardco.updated_since_param == "since"
 
 
 @pytest.mark.parametrize(
@@ -88,7 +90,7 @@ def test_no_source_at_all_says_how_to_configure_one() -> None:
 
 def test_mock_mode_needs_no_credentials() -> None:
     settings = Settings.from_mapping({"use_mock": "true"})
-    assert settings.use_mock and settings.accelo is not None and settings.awardco is not None
+    assert settings.use_mock and set(settings.sources) == {"accelo", "awardco"}
 
 
 # -- state ------------------------------------------------------------------------------------------------------------

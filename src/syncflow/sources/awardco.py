@@ -13,19 +13,23 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import httpx
 from anyio.abc import ObjectSendStream
 
-from .._exceptions import SourceError, StateError
-from .._http import ApiClient, Reply
+from .._config import ConfigReader, Key
+from .._exceptions import ConfigurationError, SourceError, StateError
+from .._http import ApiClient, ApiKeyAuth, Authenticator, Reply
 from .._pagination import PageNumberPaginator, page_has_more
 from .._pipeline import Batch, fetch_in_order
+from .._redaction import Secret
+from .._source import SourceReport, SourceRun, report_conversions, without_userinfo
 from .._streams import RowConverter, Stream
-from ._common import SourceReport, report_conversions
 
-__all__ = ["AWARDCO_STREAMS", "AwardcoSource"]
+__all__ = ["AWARDCO_STREAMS", "AwardcoSettings", "AwardcoSource"]
 
 logger = logging.getLogger("syncflow")
 
@@ -56,6 +60,93 @@ USER = Stream(
 )
 AWARDCO_STREAMS: Mapping[str, Stream] = {"user": USER}
 
+KEYS: tuple[Key, ...] = (
+    Key("awardco_api_key", "AwardCo API key", "Your AwardCo API key (sent as the apiKey header).", "secret",
+        aliases=("api_key",)),
+    Key("awardco_base_url", "AwardCo base URL", "Your AwardCo host, without a trailing /api.", "url",
+        placeholder="https://api.awardco.com", aliases=("base_url",)),
+    Key("awardco_requests_per_hour", "AwardCo requests per hour", "Client-side budget for AwardCo; the server's "
+        "rate-limit headers also apply.", "integer", "1000", "1000", minimum=1, aliases=("rate_limit",)),
+    Key("awardco_updated_since_param", "AwardCo incremental parameter", "Name of the query parameter AwardCo "
+        "filters updated users by.", default="updated_since", placeholder="updated_since",
+        aliases=("updated_since_param",)),
+)  # fmt: skip
+
+# The example connector's state key (an ISO timestamp), read once so its users resume; a day before it is re-read
+# (its cursor could run ahead of what it delivered), which upserts make harmless.
+_LEGACY_KEY = "last_sync_time"
+LEGACY_LOOKBACK = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class AwardcoSettings:
+    api_key: Secret
+    base_url: str
+    requests_per_hour: int
+    updated_since_param: str = "updated_since"
+
+    def fingerprint(self) -> str:
+        return without_userinfo(self.base_url)
+
+    def authenticator(self, http: httpx.AsyncClient, *, api: str, max_response_bytes: int) -> Authenticator:
+        return ApiKeyAuth(self.api_key)
+
+
+class AwardcoSource:
+    """The AwardCo plug-in: an API key header, one stream of users paged by number."""
+
+    name = "awardco"
+    keys: tuple[Key, ...] = KEYS
+    streams: Mapping[str, Stream] = AWARDCO_STREAMS
+
+    def __repr__(self) -> str:
+        return "AwardcoSource()"
+
+    def configure(self, config: ConfigReader) -> AwardcoSettings | None:
+        budget = config.integer("awardco_requests_per_hour")
+        param = config.text("awardco_updated_since_param") or config.default("awardco_updated_since_param")
+        if not param.replace("_", "").isalnum():
+            raise ConfigurationError(f"{config.name('awardco_updated_since_param')}: expected a query parameter name")
+        key = config.text("awardco_api_key")
+        has_url = bool(config.text("awardco_base_url"))
+        if not key and not has_url:
+            return None
+        if not key:
+            raise ConfigurationError(f"{config.name('awardco_api_key')}: missing; set your AwardCo API key")
+        if not has_url:
+            raise ConfigurationError(
+                f"{config.name('awardco_base_url')}: missing; set your AwardCo host, e.g. https://api.awardco.com"
+            )
+        base_url = config.url("awardco_base_url", forbidden_suffixes=("/api/users", "/api"))
+        return AwardcoSettings(Secret(key), base_url, budget, param)
+
+    def mock_configuration(self) -> Mapping[str, str]:
+        # Imported only in mock mode: a real configuration never loads the simulator.
+        from ..sim import AWARDCO_API_KEY, MOCK_BASE_URL
+
+        return {"awardco_api_key": AWARDCO_API_KEY, "awardco_base_url": MOCK_BASE_URL}
+
+    def migrate_state(self, legacy: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+        value = legacy.get(_LEGACY_KEY)
+        if not isinstance(value, str) or not _optional_iso(value):
+            return {}
+        since = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+        return {USER.key: {"cursor": _iso(since - LEGACY_LOOKBACK)}}
+
+    def permission_hint(self, table: str) -> str:
+        return f"ask AwardCo to let this API key read {table}s"
+
+    async def run(self, run: SourceRun) -> None:
+        settings = run.settings
+        if not isinstance(settings, AwardcoSettings):
+            raise TypeError("AwardcoSource.run: expects the AwardcoSettings its configure() returned")
+        sync = _AwardcoRun(
+            run.client, run.send, concurrency=run.concurrency, start_date=run.start_date,
+            updated_since_param=settings.updated_since_param, clock_now=run.clock_now,
+        )  # fmt: skip
+        await sync.run(run.prior, list(run.tables), report=run.report)
+
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -71,9 +162,10 @@ def _users_problem(body: Any) -> str | None:
     return None
 
 
-class AwardcoSource:
+class _AwardcoRun:
+    """One sync of AwardCo's users."""
+
     name = "awardco"
-    streams = AWARDCO_STREAMS
 
     def __init__(
         self,
@@ -132,7 +224,7 @@ class AwardcoSource:
         PageNumberPaginator(per_page=PER_PAGE, first_page=page).init_request(params)
         if since is not None:
             params[self._param] = since
-        return await self._client.get_json(USERS_PATH, params, validate=_users_problem)
+        return await self._client.get_json(USERS_PATH, params, validate=_users_problem, stream=USER.key)
 
     async def _pages_in_order(
         self, since: str | None, run: dict[str, Any], pages: Iterable[int], window: int
