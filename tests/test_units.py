@@ -11,7 +11,7 @@ import pytest
 import syncflow
 from syncflow import AcceloSettings, AwardcoSettings, ConfigurationError, Secret, Settings, StateError
 from syncflow._http import RateGate, parse_retry_after
-from syncflow._pagination import IdKeysetPaginator, PageNumberPaginator
+from syncflow._pagination import IdKeysetPaginator, page_count, page_has_more
 from syncflow._redaction import redact_text, redact_url
 from syncflow._state import StateDocument
 from syncflow._streams import Stream
@@ -166,15 +166,13 @@ def test_keyset_paginator_bounds_a_slice_and_stops_at_its_end() -> None:
     assert not paginator.has_next_page
 
 
-def test_page_number_paginator_follows_has_more_and_learns_the_total() -> None:
-    paginator = PageNumberPaginator(per_page=100)
-    params: dict[str, Any] = {}
-    paginator.init_request(params)
-    assert params == {"per_page": 100, "page": 1}
-    paginator.update_state({"users": [], "has_more": True, "total": 250}, [{}] * 100)
-    assert paginator.has_next_page and paginator.total_pages == 3
-    paginator.update_state({"users": []}, [{}] * 40)  # no has_more: a short page ends it
-    assert not paginator.has_next_page
+def test_numbered_pages_follow_has_more_and_learn_the_total() -> None:
+    assert page_has_more({"users": [], "has_more": True, "total": 250}, 100, 100)
+    assert page_count({"users": [], "has_more": True, "total": 250}, 100) == 3
+    assert page_count({"total": 250, "per_page": 50}, 100) == 5, "counted by the size the server says it served"
+    assert page_count({"users": []}, 100) is None
+    assert not page_has_more({"users": []}, 40, 100), "no has_more: a short page ends it"
+    assert page_has_more({"users": [], "per_page": 40}, 40, 100), "a page full at the server's cap is not the end"
 
 
 # -- the rate gate ----------------------------------------------------------------------------------------------------

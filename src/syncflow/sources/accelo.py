@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any
+from typing import Any, TypedDict, cast
 from urllib.parse import urlsplit
 
 import anyio
@@ -49,7 +49,15 @@ from .._source import SourceReport, SourceRun, report_conversions, run_alone, wi
 from .._streams import RowConverter, Stream
 from ._accelo_catalog import ACCELO_STREAMS, API_PREFIX, order_filters
 
-__all__ = ["ACCELO_STREAMS", "AcceloSettings", "AcceloSource", "allocate_slices"]
+__all__ = [
+    "ACCELO_STREAMS",
+    "AcceloSettings",
+    "AcceloSource",
+    "AcceloStreamState",
+    "SliceState",
+    "WindowState",
+    "allocate_slices",
+]
 
 logger = logging.getLogger("syncflow")
 
@@ -99,6 +107,30 @@ _LEGACY_KEYS = {
 # Its cursors could run ahead of what it delivered (max(newest, now()), a filter moved per page). Re-reading a day
 # is harmless with upserts and recovers what it may have skipped at the edge.
 LEGACY_LOOKBACK = timedelta(days=1)
+
+
+class SliceState(TypedDict):
+    """One slice of a window, in the state: ids [lo, hi) (None: open), the last id upserted, whether it ended."""
+
+    lo: int | None
+    hi: int | None
+    after: int | None
+    done: bool
+
+
+class WindowState(TypedDict, total=False):
+    """A window being read: its bounds (the cursor's seconds) and its slices (set once it is planned)."""
+
+    lower: int | None
+    upper: int | None
+    slices: dict[str, SliceState]
+
+
+class AcceloStreamState(TypedDict, total=False):
+    """An Accelo stream's state entry: the cursor a finished window reached, and mid-sync the window being read."""
+
+    cursor: int | None
+    run: WindowState
 
 
 @dataclass(frozen=True)
@@ -349,7 +381,7 @@ class _EntitySync:
         self.active = False
         self.window: tuple[int | None, int | None] = (None, None)
         self.filters: list[str] = []
-        self.slices: dict[str, dict[str, Any]] | None = None
+        self.slices: dict[str, SliceState] | None = None
         self.first_page: tuple[list[dict[str, Any]], int] = ([], 0)
         self.pages_to_slice = 0  # pages of a window too big for one page (0: nothing to share out)
         # Rows per page the server really serves: PAGE_LIMIT, or less on a deployment that caps its pages.
@@ -371,12 +403,13 @@ class _EntitySync:
             )
         )
 
-    def _read_prior(self) -> tuple[int | None, int | None, dict[str, dict[str, Any]] | None]:
+    def _read_prior(self) -> tuple[int | None, int | None, dict[str, SliceState] | None]:
         run = self.prior.get("run")
         if isinstance(run, dict):
             lower, upper, slices = run.get("lower"), run.get("upper"), run.get("slices")
             if _valid_bound(lower) and _valid_bound(upper) and _valid_slices(slices):
-                return lower, upper, slices
+                # Checked just above: the entry has the shape of a WindowState.
+                return lower, upper, cast("dict[str, SliceState] | None", slices)
             raise StateError(f"state: {self.stream.key} has a malformed 'run' entry")
         cursor = self.prior.get("cursor")
         if cursor is not None and not _valid_bound(cursor):
@@ -421,7 +454,7 @@ class _EntitySync:
         upper = self.window[1]
         # A server clock that stepped back mid-sync may have stamped records below `upper`: the cursor follows it.
         cursor = None if upper is None else self.source.lowest_server_time(upper)
-        done: dict[str, Any] = {"cursor": cursor} if self.stream.cursor else {}
+        done: AcceloStreamState = {"cursor": cursor} if self.stream.cursor else {}
         await self._send([], [((), done)], requests=0)
         self.report.completed.append(self.stream.key)
         report_conversions(self.report, self.converter)
@@ -522,15 +555,15 @@ class _EntitySync:
         if served >= self.page_size:
             self.pages_to_slice = max(1, math.ceil(count / self.page_size))
 
-    async def _plan(self, slice_budget: int) -> dict[str, dict[str, Any]]:
+    async def _plan(self, slice_budget: int) -> dict[str, SliceState]:
         filters = self.filters
         lower, upper = self.window
         rows0, served0 = self.first_page
-        run: dict[str, Any] = {"lower": lower, "upper": upper}
+        run: WindowState = {"lower": lower, "upper": upper}
         if served0 < self.page_size:
             # Everything fits in one page: one slice, already done.
             after = max((row["id"] for row in rows0), default=None)
-            run["slices"] = {"0": {"lo": None, "hi": None, "after": after, "done": True}}
+            run["slices"] = {"0": SliceState(lo=None, hi=None, after=after, done=True)}
             await self._send(rows0, [(("run",), run)], requests=2)
             return {}
         pages = self.pages_to_slice
@@ -547,10 +580,10 @@ class _EntitySync:
             rows = seed_pages[page][0]
             if rows and (starts[-1][1] is None or rows[0]["id"] > starts[-1][1]):
                 starts.append((page, rows[0]["id"]))
-        slices: dict[str, dict[str, Any]] = {}
+        slices: dict[str, SliceState] = {}
         for index, (_page, lo) in enumerate(starts):
             hi = starts[index + 1][1] if index + 1 < len(starts) else None
-            slices[str(index)] = {"lo": lo, "hi": hi, "after": None, "done": False}
+            slices[str(index)] = SliceState(lo=lo, hi=hi, after=None, done=False)
         run["slices"] = slices
         await self._send([], [(("run",), run)], requests=2 + len(seeds))  # count, first page, seeds
         logger.info(
@@ -559,7 +592,7 @@ class _EntitySync:
         # Deliver each slice's first page, then let the slices continue by keyset.
         if len(starts) == 1:
             self.sole_slice_served = served0
-        pending: dict[str, dict[str, Any]] = {}
+        pending: dict[str, SliceState] = {}
         for index, (page, _lo) in enumerate(starts):
             slice_id = str(index)
             bounds = slices[slice_id]
@@ -577,12 +610,12 @@ class _EntitySync:
                 paginator.update_state(None, kept, served=served, trimmed=trimmed)
             except ValueError as exc:
                 raise MalformedResponseError(str(exc), api="accelo", endpoint=f"GET {self.path}") from exc
-            bounds = {**bounds, "after": paginator.after, "done": not paginator.has_next_page}
+            bounds = _advanced(bounds, paginator)
             await self._send(kept, [(("run", "slices", slice_id), bounds)], requests=0)
             pending[slice_id] = bounds
         return pending
 
-    async def _run_slice(self, slice_id: str, bounds: dict[str, Any], filters: list[str]) -> None:
+    async def _run_slice(self, slice_id: str, bounds: SliceState, filters: list[str]) -> None:
         client = self.source._client
         paginator = IdKeysetPaginator(
             order=self.order,
@@ -611,9 +644,14 @@ class _EntitySync:
                 )
             except ValueError as exc:
                 raise MalformedResponseError(str(exc), api="accelo", endpoint=f"GET {self.path}") from exc
-            bounds = {**bounds, "after": paginator.after, "done": not paginator.has_next_page}
+            bounds = _advanced(bounds, paginator)
             await self._send(kept, [(("run", "slices", slice_id), bounds)], requests=1)
             paginator.update_request(params)
+
+
+def _advanced(bounds: SliceState, paginator: IdKeysetPaginator) -> SliceState:
+    """The slice's state once the paginator has taken in a page: the last id upserted, and whether it ended."""
+    return SliceState(lo=bounds["lo"], hi=bounds["hi"], after=paginator.after, done=not paginator.has_next_page)
 
 
 def _valid_bound(value: Any) -> bool:

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 from anyio.abc import ObjectSendStream
@@ -23,13 +23,13 @@ from anyio.abc import ObjectSendStream
 from .._config import ConfigReader, Key
 from .._exceptions import ConfigurationError, SourceError, StateError
 from .._http import ApiClient, ApiKeyAuth, Authenticator, Reply
-from .._pagination import PageNumberPaginator, page_has_more
+from .._pagination import page_count, page_has_more
 from .._pipeline import Batch, fetch_in_order
 from .._redaction import Secret
 from .._source import SourceReport, SourceRun, report_conversions, without_userinfo
 from .._streams import RowConverter, Stream
 
-__all__ = ["AWARDCO_STREAMS", "AwardcoSettings", "AwardcoSource"]
+__all__ = ["AWARDCO_STREAMS", "AwardcoSettings", "AwardcoSource", "AwardcoStreamState", "PagesState"]
 
 logger = logging.getLogger("syncflow")
 
@@ -76,6 +76,21 @@ KEYS: tuple[Key, ...] = (
 # (its cursor could run ahead of what it delivered), which upserts make harmless.
 _LEGACY_KEY = "last_sync_time"
 LEGACY_LOOKBACK = timedelta(days=1)
+
+
+class PagesState(TypedDict):
+    """A sync being read: the frozen `updated_since`, the next sync's cursor, and the next page to deliver."""
+
+    since: str | None
+    started: str | None
+    next_page: int
+
+
+class AwardcoStreamState(TypedDict, total=False):
+    """AwardCo's user stream in the state: the cursor (ISO-8601) and, mid-sync, the pages being read."""
+
+    cursor: str | None
+    run: PagesState
 
 
 @dataclass(frozen=True)
@@ -219,15 +234,14 @@ class _AwardcoRun:
         return (cursor if cursor is not None else self._start), None, 1
 
     async def _fetch(self, since: str | None, page: int) -> Reply:
-        # Pages are addressed by number (fetched ahead in parallel), so each request gets its page's parameters.
-        params: dict[str, Any] = {}
-        PageNumberPaginator(per_page=PER_PAGE, first_page=page).init_request(params)
+        # Pages are addressed by number (fetched ahead in parallel): each request names its own page.
+        params: dict[str, Any] = {"per_page": PER_PAGE, "page": page}
         if since is not None:
             params[self._param] = since
         return await self._client.get_json(USERS_PATH, params, validate=_users_problem, stream=USER.key)
 
     async def _pages_in_order(
-        self, since: str | None, run: dict[str, Any], pages: Iterable[int], window: int
+        self, since: str | None, run: PagesState, pages: Iterable[int], window: int
     ) -> tuple[int, bool]:
         """Fetch `pages` up to `window` ahead and deliver them in order until one says there is no more.
 
@@ -253,12 +267,12 @@ class _AwardcoRun:
         await fetch_in_order(pages, fetch, deliver, window=window)
         return last
 
-    async def _deliver(self, reply: Reply, run: dict[str, Any], page: int) -> bool:
+    async def _deliver(self, reply: Reply, run: PagesState, page: int) -> bool:
         users = reply.body["users"]
         convert = self._converter.convert
         rows = [row for row in map(convert, users) if row is not None]
         has_more = page_has_more(reply.body, len(users), PER_PAGE)
-        run = {**run, "next_page": page + 1}
+        run = PagesState(since=run["since"], started=run["started"], next_page=page + 1)
         await self._send.send(
             Batch(USER.key, USER.source, USER.table, rows, [(("run",), run)], requests=1, total_rows=self._expected)
         )
@@ -269,21 +283,20 @@ class _AwardcoRun:
         if started is None:
             now = reply.server_time if reply.server_time is not None else self._clock_now
             started = _iso(datetime.fromtimestamp(now, tz=timezone.utc) - CURSOR_MARGIN)
-        run: dict[str, Any] = {"since": since, "started": started}
-        paginator = PageNumberPaginator(per_page=PER_PAGE, first_page=page)
-        paginator.update_state(reply.body, reply.body["users"])
+        run = PagesState(since=since, started=started, next_page=page)
+        pages = page_count(reply.body, PER_PAGE)
         total = reply.body.get("total")
         if isinstance(total, int):
             self._expected = total
         more = await self._deliver(reply, run, page)
-        if more and paginator.total_pages is not None and paginator.total_pages > page:
+        if more and pages is not None and pages > page:
             # The API said how many pages there are: fetch them all in parallel, deliver in order.
-            page, more = await self._pages_in_order(since, run, range(page + 1, paginator.total_pages + 1),
-                                                    self._concurrency)  # fmt: skip
+            page, more = await self._pages_in_order(since, run, range(page + 1, pages + 1), self._concurrency)
         if more:
             # No total (or more users than it said, created mid-sync): follow has_more, a few pages ahead.
             page, more = await self._pages_in_order(since, run, itertools.count(page + 1), SPECULATIVE_PAGES)
-        await self._send.send(Batch(USER.key, USER.source, USER.table, [], [((), {"cursor": started})]))
+        done: AwardcoStreamState = {"cursor": started}
+        await self._send.send(Batch(USER.key, USER.source, USER.table, [], [((), done)]))
 
 
 def _optional_iso(value: Any) -> bool:
