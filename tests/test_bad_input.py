@@ -93,7 +93,7 @@ def test_unknown_configuration_key_is_a_warning_and_settings_hide_secrets(caplog
     caplog.set_level(logging.WARNING, logger="syncflow")
     settings = Settings.from_mapping({**GOOD, "acelo_client_id": "typo"})
     assert any("acelo_client_id" in r.getMessage() for r in caplog.records)
-    assert not leaked(text_of(settings, settings.accelo, settings.awardco) + caplog.text, [SECRET, API_KEY])
+    assert not leaked(text_of(settings, *settings.sources.values()) + caplog.text, [SECRET, API_KEY])
 
 
 # ---------------------------------------------------------------------------------------------------------------

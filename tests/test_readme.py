@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import syncflow
-from syncflow._config import ALIASES, KNOWN_KEYS, unknown_key_message
+from syncflow._config import all_keys, unknown_key_message
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
@@ -20,6 +20,8 @@ def test_the_configuration_table_lists_every_key_and_only_real_ones() -> None:
     rows = [line for line in _section("Configuration").splitlines() if line.startswith("| `")]
     first_cells = "\n".join(row.split("|")[1] for row in rows)
     listed = set(re.findall(r"`([a-z_]+)`", first_cells))
+    registry = all_keys()  # the engine's keys and every built-in source's
+    KNOWN_KEYS, ALIASES = registry.known, registry.aliases
     assert listed >= KNOWN_KEYS, f"missing from the README table: {sorted(KNOWN_KEYS - listed)}"
     assert not listed - KNOWN_KEYS - set(ALIASES), f"not configuration keys: {sorted(listed - KNOWN_KEYS)}"
 

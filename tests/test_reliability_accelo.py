@@ -21,7 +21,7 @@ import pytest
 import syncflow
 import syncflow._sync
 from conftest import SIM_URL, RecordingSink, assert_matches_truth, sim_configuration, sync_once
-from syncflow import Settings, SyncflowError
+from syncflow import AcceloSettings, Settings, SyncflowError
 from syncflow._http import RateGate
 from syncflow._http._auth import describe_transport_error
 from syncflow._state import StateDocument
@@ -71,8 +71,10 @@ def test_a_record_committed_late_is_present_after_the_next_sync(make_sim: MakeSi
 
 
 def test_lookback_zero_is_allowed_and_bad_values_name_the_key() -> None:
-    assert Settings.from_mapping(sim_configuration(accelo_lookback_seconds="0")).accelo.lookback_seconds == 0  # type: ignore[union-attr]
-    assert Settings.from_mapping(sim_configuration()).accelo.lookback_seconds == 300  # type: ignore[union-attr]
+    for value, expected in (("0", 0), (None, 300)):
+        options = {} if value is None else {"accelo_lookback_seconds": value}
+        accelo = Settings.from_mapping(sim_configuration(**options)).sources["accelo"]
+        assert isinstance(accelo, AcceloSettings) and accelo.lookback_seconds == expected
     with pytest.raises(syncflow.ConfigurationError, match="accelo_lookback_seconds"):
         Settings.from_mapping(sim_configuration(accelo_lookback_seconds="-5"))
 

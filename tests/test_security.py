@@ -26,7 +26,6 @@ import uvicorn
 from conftest import RecordingSink, sim_configuration
 from support.helpers import RuleTransport
 from syncflow import Settings
-from syncflow._config import AwardcoSettings
 from syncflow._exceptions import ConfigurationError, MalformedResponseError, SourceError, SyncflowError
 from syncflow._http._body import _SLICE, _Inflater, read_bounded
 from syncflow._http._origin import origin_guard, redirect_error
@@ -34,6 +33,7 @@ from syncflow._redaction import Secret
 from syncflow._state import StateDocument
 from syncflow._sync import run_sync, tls_verification
 from syncflow.sim import SimConfig, Simulator
+from syncflow.sources import AwardcoSettings
 
 MIB = 1024 * 1024
 REAL = {
@@ -70,8 +70,8 @@ def test_plain_http_to_a_network_host_is_refused_in_one_line(key: str, url: str)
 )  # fmt: skip
 def test_loopback_and_https_urls_are_accepted(url: str) -> None:
     settings = Settings.from_mapping({**REAL, "accelo_base_url": url, "awardco_base_url": url})
-    assert settings.accelo is not None and settings.accelo.base_url == url.rstrip("/")
-    assert settings.awardco is not None and settings.awardco.base_url == url.rstrip("/")
+    assert settings.sources["accelo"].base_url == url.rstrip("/")
+    assert settings.sources["awardco"].base_url == url.rstrip("/")
 
 
 def test_settings_built_in_code_are_refused_before_any_request() -> None:
@@ -79,7 +79,7 @@ def test_settings_built_in_code_are_refused_before_any_request() -> None:
     # not resolve: were a request made, the error would be a connection failure instead).
     settings = replace(
         Settings.from_mapping({**REAL, "sources": "awardco"}),
-        awardco=AwardcoSettings(Secret("k"), "http://api.awardco.invalid", 1000),
+        sources={"awardco": AwardcoSettings(Secret("k"), "http://api.awardco.invalid", 1000)},
     )
     with pytest.raises(ConfigurationError, match=r"^awardco_base_url: http:// would send the credentials"):
         run_sync(settings, RecordingSink(), StateDocument())

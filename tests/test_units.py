@@ -9,9 +9,9 @@ import anyio
 import pytest
 
 import syncflow
-from syncflow import ConfigurationError, Secret, Settings, StateError
+from syncflow import AcceloSettings, AwardcoSettings, ConfigurationError, Secret, Settings, StateError
 from syncflow._http import RateGate, parse_retry_after
-from syncflow._pagination import IdKeysetPaginator, PageNumberPaginator
+from syncflow._pagination import IdKeysetPaginator, page_count, page_has_more
 from syncflow._redaction import redact_text, redact_url
 from syncflow._state import StateDocument
 from syncflow._streams import Stream
@@ -39,9 +39,10 @@ GOOD = {
 
 def test_a_full_configuration_parses_with_defaults() -> None:
     settings = Settings.from_mapping(GOOD)
-    assert settings.accelo is not None and settings.accelo.base_url == "https://acme.api.accelo.com"
-    assert settings.accelo.requests_per_hour == 5000
-    assert settings.awardco is not None and settings.awardco.requests_per_hour == 1000
+    accelo, awardco = settings.sources["accelo"], settings.sources["awardco"]
+    assert isinstance(accelo, AcceloSettings) and accelo.base_url == "https://acme.api.accelo.com"
+    assert accelo.requests_per_hour == 5000
+    assert isinstance(awardco, AwardcoSettings) and awardco.requests_per_hour == 1000
     assert settings.max_concurrency >= 1
     assert "s3cret-value" not in repr(settings) and "k3y-value" not in repr(settings)
 
@@ -51,9 +52,10 @@ def test_the_example_connectors_key_names_are_aliases() -> None:
         {"deployment": "acme", "client_id": "i", "client_secret": "s", "api_key": "k",
          "base_url": "https://a.example", "rate_limit": "50", "updated_since_param": "since"}
     )  # fmt: skip
-    assert settings.accelo is not None and settings.accelo.deployment == "acme"
-    assert settings.awardco is not None and settings.awardco.requests_per_hour == 50
-    assert settings.awardco.updated_since_param == "since"
+    accelo, awardco = settings.sources["accelo"], settings.sources["awardco"]
+    assert isinstance(accelo, AcceloSettings) and accelo.deployment == "acme"
+    assert isinstance(awardco, AwardcoSettings) and awardco.requests_per_hour == 50
+    assert awardco.updated_since_param == "since"
 
 
 @pytest.mark.parametrize(
@@ -88,7 +90,7 @@ def test_no_source_at_all_says_how_to_configure_one() -> None:
 
 def test_mock_mode_needs_no_credentials() -> None:
     settings = Settings.from_mapping({"use_mock": "true"})
-    assert settings.use_mock and settings.accelo is not None and settings.awardco is not None
+    assert settings.use_mock and set(settings.sources) == {"accelo", "awardco"}
 
 
 # -- state ------------------------------------------------------------------------------------------------------------
@@ -164,15 +166,13 @@ def test_keyset_paginator_bounds_a_slice_and_stops_at_its_end() -> None:
     assert not paginator.has_next_page
 
 
-def test_page_number_paginator_follows_has_more_and_learns_the_total() -> None:
-    paginator = PageNumberPaginator(per_page=100)
-    params: dict[str, Any] = {}
-    paginator.init_request(params)
-    assert params == {"per_page": 100, "page": 1}
-    paginator.update_state({"users": [], "has_more": True, "total": 250}, [{}] * 100)
-    assert paginator.has_next_page and paginator.total_pages == 3
-    paginator.update_state({"users": []}, [{}] * 40)  # no has_more: a short page ends it
-    assert not paginator.has_next_page
+def test_numbered_pages_follow_has_more_and_learn_the_total() -> None:
+    assert page_has_more({"users": [], "has_more": True, "total": 250}, 100, 100)
+    assert page_count({"users": [], "has_more": True, "total": 250}, 100) == 3
+    assert page_count({"total": 250, "per_page": 50}, 100) == 5, "counted by the size the server says it served"
+    assert page_count({"users": []}, 100) is None
+    assert not page_has_more({"users": []}, 40, 100), "no has_more: a short page ends it"
+    assert page_has_more({"users": [], "per_page": 40}, 40, 100), "a page full at the server's cap is not the end"
 
 
 # -- the rate gate ----------------------------------------------------------------------------------------------------

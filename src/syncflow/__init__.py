@@ -15,7 +15,7 @@ from ._api import (
     to_duckdb,
     to_duckdb_async,
 )
-from ._config import AcceloSettings, AwardcoSettings, MockSettings, Settings, load_settings
+from ._config import ConfigReader, Key, MockSettings, Settings, load_settings
 from ._exceptions import (
     AuthenticationError,
     BudgetExhausted,
@@ -29,29 +29,46 @@ from ._exceptions import (
     SyncflowError,
     TransportError,
 )
-from ._pipeline import Sink
+from ._http import ApiClient, ApiKeyAuth, Authenticator, OAuth2ClientCredentials, Reply
+from ._pipeline import Batch, Sink
 from ._redaction import Secret
+from ._source import Source, SourceReport, SourceRun, SourceSettings, run_alone
 from ._streams import Stream
 from ._sync import StreamSummary, SyncResult
+from .sources import AcceloSettings, AcceloSource, AwardcoSettings, AwardcoSource
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AcceloSettings",
+    "AcceloSource",
+    "ApiClient",
+    "ApiKeyAuth",
     "AuthenticationError",
+    "Authenticator",
     "AwardcoSettings",
+    "AwardcoSource",
+    "Batch",
     "BudgetExhausted",
+    "ConfigReader",
     "ConfigurationError",
     "Extraction",
     "HTTPStatusError",
+    "Key",
     "MalformedResponseError",
     "MockSettings",
+    "OAuth2ClientCredentials",
     "Page",
     "PermissionDenied",
+    "Reply",
     "Secret",
     "Settings",
     "Sink",
+    "Source",
     "SourceError",
+    "SourceReport",
+    "SourceRun",
+    "SourceSettings",
     "StateError",
     "Stream",
     "StreamSummary",
@@ -64,6 +81,7 @@ __all__ = [
     "iter_rows",
     "list_streams",
     "load_settings",
+    "run_alone",
     "sync",
     "sync_async",
     "to_duckdb",

@@ -24,8 +24,10 @@ from typing import Any
 import anyio
 import httpx
 
-from ._config import Settings, load_settings
+from ._config import Settings
+from ._edge import ConfigurationLike, resolve_settings, resolve_transport
 from ._pipeline import Batch, Progress, Sink
+from ._source import Source
 from ._state import StateDocument
 from ._sync import SyncResult, available_streams, iterate_sync, run_sync, select_streams
 
@@ -41,11 +43,9 @@ __all__ = [
     "to_duckdb_async",
 ]
 
-ConfigurationLike = Settings | Mapping[str, Any] | str | PathLike[str]
 
-
-def _settings(configuration: ConfigurationLike) -> Settings:
-    return configuration if isinstance(configuration, Settings) else load_settings(configuration)
+def _settings(configuration: ConfigurationLike, sources: Sequence[Source] | None = None) -> Settings:
+    return resolve_settings(configuration, sources)
 
 
 def _names(streams: str | Sequence[str] | None) -> list[str] | None:
@@ -60,9 +60,9 @@ def _progress(progress: bool | Progress) -> Progress | None:
     return progress or None
 
 
-def list_streams(configuration: ConfigurationLike) -> list[str]:
-    """The streams this configuration can sync, as "source.table"."""
-    return [stream.key for stream in available_streams(_settings(configuration))]
+def list_streams(configuration: ConfigurationLike, *, sources: Sequence[Source] | None = None) -> list[str]:
+    """The streams this configuration can sync, as "source.table" (`sources`: plug-ins beyond the built-in ones)."""
+    return [stream.key for stream in available_streams(_settings(configuration, sources))]
 
 
 @dataclass(frozen=True)
@@ -119,14 +119,17 @@ def extract(
     state: Mapping[str, Any] | None = None,
     progress: bool | Progress = False,
     transport: httpx.AsyncBaseTransport | None = None,
+    sources: Sequence[Source] | None = None,
 ) -> Extraction:
-    """Pages of typed rows from the chosen streams (all when None), starting from `state` (a full sync when None)."""
-    settings = _settings(configuration)
-    document = StateDocument.load(state)
+    """Pages of typed rows from the chosen streams (all when None), starting from `state` (a full sync when None).
+    `sources`: `syncflow.Source` plug-ins synced besides the built-in ones."""
+    settings = _settings(configuration, sources)
+    document = StateDocument.load(state, sources=settings.plugins)
     select_streams(settings, _names(streams))  # fail on a bad stream name now, not at the first next()
     batches = iterate_sync(
-        settings, document, streams=_names(streams), transport=transport, progress=_progress(progress)
-    )
+        settings, document, streams=_names(streams), transport=resolve_transport(settings, transport),
+        progress=_progress(progress),
+    )  # fmt: skip
     return Extraction(batches, document)
 
 
@@ -136,9 +139,10 @@ def iter_rows(
     *,
     state: Mapping[str, Any] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    sources: Sequence[Source] | None = None,
 ) -> Iterator[Mapping[str, Any]]:
     """Every typed row of one stream, in order."""
-    with extract(configuration, stream, state=state, transport=transport) as pages:
+    with extract(configuration, stream, state=state, transport=transport, sources=sources) as pages:
         for page in pages:
             yield from page.rows
 
@@ -151,12 +155,14 @@ def sync(
     state: Mapping[str, Any] | None = None,
     progress: bool | Progress = False,
     transport: httpx.AsyncBaseTransport | None = None,
+    sources: Sequence[Source] | None = None,
 ) -> SyncResult:
-    """Sync into any object with `upsert(schema, table, row)` and `checkpoint(state)` (see `syncflow.Sink`)."""
-    settings = _settings(configuration)
+    """Sync into any object with `upsert(schema, table, row)` and `checkpoint(state)` (see `syncflow.Sink`).
+    `sources`: `syncflow.Source` plug-ins synced besides the built-in ones."""
+    settings = _settings(configuration, sources)
     return run_sync(
-        settings, sink, StateDocument.load(state), streams=_names(streams), transport=transport,
-        progress=_progress(progress),
+        settings, sink, StateDocument.load(state, sources=settings.plugins), streams=_names(streams),
+        transport=resolve_transport(settings, transport), progress=_progress(progress),
     )  # fmt: skip
 
 
@@ -169,19 +175,20 @@ def to_duckdb(
     full_refresh: bool = False,
     progress: bool | Progress = True,
     transport: httpx.AsyncBaseTransport | None = None,
+    sources: Sequence[Source] | None = None,
 ) -> SyncResult:
     """Sync into a DuckDB file (tables `accelo.companies`, `awardco.user`, ...). The state lives in the same file,
     so running it again is incremental; `state` overrides the file's saved state, `full_refresh=True` starts over."""
     from ._duckdb import DuckDBSink
 
-    settings = _settings(configuration)
+    settings = _settings(configuration, sources)
     chosen = select_streams(settings, _names(streams))
     sink = DuckDBSink(Path(path), chosen)
     try:
         saved = None if full_refresh else (state if state is not None else sink.load_state())
         return run_sync(
-            settings, sink, StateDocument.load(saved), streams=_names(streams), transport=transport,
-            progress=_progress(progress),
+            settings, sink, StateDocument.load(saved, sources=settings.plugins), streams=_names(streams),
+            transport=resolve_transport(settings, transport), progress=_progress(progress),
         )  # fmt: skip
     finally:
         sink.close()

@@ -4,6 +4,11 @@ Fivetran hands `update()` a dict of strings. `Settings.from_mapping` turns it in
 example connectors' key names as aliases, and rejects every bad value with one line that names the key and the fix,
 before any request is made. Credentials are wrapped in `Secret` at once, so no repr, log line or crash report can show
 them.
+
+This module reads the engine's keys (`KEYS`: concurrency, checkpoints, retries, budgets, mock mode); each source
+declares and parses its own (`Source.keys`, `Source.configure`, given a `ConfigReader`). `all_keys(sources)` is the
+whole registry the setup form, the README table and the unknown-key warning use. It names no source, and never
+imports the simulator: mock mode only asks each source for the values that point it there.
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ import json
 import logging
 import math
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from os import PathLike
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from ._exceptions import ConfigurationError
@@ -26,14 +31,18 @@ from ._http._body import DEFAULT_MAX_RESPONSE_MB, MAX_RESPONSE_KEY
 from ._http._origin import cleartext_problem
 from ._redaction import Secret
 
+if TYPE_CHECKING:
+    from ._source import Source, SourceSettings
+
 __all__ = [
     "KEYS",
-    "KNOWN_KEYS",
-    "AcceloSettings",
-    "AwardcoSettings",
+    "ConfigReader",
     "Key",
+    "KeyRegistry",
     "MockSettings",
     "Settings",
+    "all_keys",
+    "builtin_sources",
     "configured_secrets",
     "load_settings",
     "unknown_key_message",
@@ -41,16 +50,10 @@ __all__ = [
 
 logger = logging.getLogger("syncflow")
 
-SOURCES = ("accelo", "awardco")
-MOCK_BASE_URL = "http://sim.invalid"
 
 # Chosen from the benchmark (see BENCHMARKS.md): enough pages in flight to hide a ~150 ms round trip without
 # bursting past what a 5000/hour budget can sustain.
 DEFAULT_MAX_CONCURRENCY = 16
-# Accelo stamps date_modified when a change starts, and a long transaction (a bulk edit, an import, a workflow
-# cascade) commits seconds to minutes later. Five minutes covers those and a server clock a few minutes off, and
-# costs no extra request on an incremental sync unless over a page of records changed in those five minutes.
-DEFAULT_ACCELO_LOOKBACK_SECONDS = 300
 
 KeyKind = Literal["text", "secret", "url", "integer", "number", "boolean", "choice", "date"]
 
@@ -59,7 +62,8 @@ KeyKind = Literal["text", "secret", "url", "integer", "number", "boolean", "choi
 class Key:
     """One configuration key: everything the setup form, the validation and the README table say about it.
 
-    Adding a key is one entry in `KEYS` (and its use in `_parse`): the form (`syncflow.fivetran.configuration_form`),
+    Adding an engine key is one entry in `KEYS` (and its use in `_parse`); a source's keys are its `Source.keys`
+    (read in its `configure`). The form (`syncflow.fivetran.configuration_form`),
     `KNOWN_KEYS`, `SECRET_KEYS`, the aliases and the defaults the reader falls back to all come from here, and a test
     checks that the README's configuration table lists every key.
     """
@@ -82,30 +86,8 @@ class Key:
 
 
 KEYS: tuple[Key, ...] = (
-    Key("use_mock", "Use the simulated APIs", "Sync from syncflow's built-in simulated Accelo and AwardCo APIs, "
-        "offline, with no credentials (for trying the connector out).", "boolean", "false"),
-    Key("accelo_deployment", "Accelo deployment", "Your deployment name: the 'acme' in acme.api.accelo.com.",
-        placeholder="acme", aliases=("deployment",)),
-    Key("accelo_client_id", "Accelo client ID", "The client ID of an Accelo service application "
-        "(Accelo → Configuration → API).", placeholder="a1b2c3d4e5@acme.accelo.com", aliases=("client_id",)),
-    Key("accelo_client_secret", "Accelo client secret", "The client secret of that service application.",
-        "secret", aliases=("client_secret",)),
-    Key("accelo_base_url", "Accelo base URL", "Optional: overrides https://{deployment}.api.accelo.com "
-        "(proxies, tests). No trailing /api/v0.", "url", placeholder="https://acme.api.accelo.com"),
-    Key("accelo_requests_per_hour", "Accelo requests per hour", "Client-side budget shared by every Accelo "
-        "entity; the server's rate-limit headers also apply.", "integer", "5000", "5000", minimum=1),
-    Key("awardco_api_key", "AwardCo API key", "Your AwardCo API key (sent as the apiKey header).", "secret",
-        aliases=("api_key",)),
-    Key("awardco_base_url", "AwardCo base URL", "Your AwardCo host, without a trailing /api.", "url",
-        placeholder="https://api.awardco.com", aliases=("base_url",)),
-    Key("awardco_requests_per_hour", "AwardCo requests per hour", "Client-side budget for AwardCo; the server's "
-        "rate-limit headers also apply.", "integer", "1000", "1000", minimum=1, aliases=("rate_limit",)),
-    Key("awardco_updated_since_param", "AwardCo incremental parameter", "Name of the query parameter AwardCo "
-        "filters updated users by.", default="updated_since", placeholder="updated_since",
-        aliases=("updated_since_param",)),
-    Key("sources", "Sources", "Which APIs to sync (a comma list of accelo, awardco); default: every API whose "
-        "credentials are set.", "choice", choices=(("accelo,awardco", "Accelo and AwardCo"), ("accelo", "Accelo only"),
-        ("awardco", "AwardCo only"))),
+    Key("use_mock", "Use the simulated APIs", "Sync from syncflow's built-in simulated APIs, offline, with no "
+        "credentials (for trying the connector out).", "boolean", "false"),
     Key("start_date", "Start date", "Optional ISO-8601 lower bound for the first sync; default: everything.",
         "date", placeholder="2024-01-01"),
     Key("max_concurrency", "Requests in flight", "Requests in flight per API (chosen by benchmark).", "integer",
@@ -132,10 +114,6 @@ KEYS: tuple[Key, ...] = (
     Key("reconcile_max_requests", "Reconciliation requests per sync", "The most requests a sweep may spend per API "
         "per sync (default: a quarter of that API's hourly budget); a larger sweep continues in the next sync.",
         "integer", placeholder="1250", minimum=1),
-    Key("accelo_lookback_seconds", "Accelo lookback (s)", "Each incremental Accelo window re-reads this many seconds "
-        "before the saved cursor, for records committed late (long transactions) and a server clock a few minutes "
-        "off.", "integer", str(DEFAULT_ACCELO_LOOKBACK_SECONDS), str(DEFAULT_ACCELO_LOOKBACK_SECONDS), minimum=0,
-        maximum=7 * 24 * 3600),
     Key(MAX_RESPONSE_KEY, "Largest response (MiB)", "Bound on one response's decoded size; a larger body (e.g. a "
         "compression bomb) is an error, never read whole.", "number", f"{DEFAULT_MAX_RESPONSE_MB:g}",
         f"{DEFAULT_MAX_RESPONSE_MB:g}", minimum=0.01),
@@ -149,35 +127,66 @@ KEYS: tuple[Key, ...] = (
         "0", "0", minimum=0),
 )  # fmt: skip
 
-KEYS_BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}
-KNOWN_KEYS = frozenset(KEYS_BY_NAME)
-SECRET_KEYS = frozenset(key.name for key in KEYS if key.secret)
-# The example connectors' names for our keys: their users keep their files.
-ALIASES: Mapping[str, str] = {alias: key.name for key in KEYS for alias in key.aliases}
+
+def _sources_key(names: Sequence[str]) -> Key:
+    """The `sources` key: its dropdown offers every source together and each alone."""
+    labels = " and ".join(names)
+    choices = ((",".join(names), labels), *((name, f"{name} only") for name in names)) if len(names) > 1 else ()
+    return Key("sources", "Sources", f"Which APIs to sync (a comma list of {', '.join(names)}); default: every API "
+               "whose credentials are set.", "choice" if choices else "text", choices=choices)  # fmt: skip
+
+
+def builtin_sources() -> tuple[Source, ...]:
+    """The sources syncflow ships (`syncflow.sources.BUILTIN_SOURCES`), imported when first needed."""
+    from .sources import BUILTIN_SOURCES
+
+    return tuple(BUILTIN_SOURCES)
+
+
+@dataclass(frozen=True)
+class KeyRegistry:
+    """Every configuration key of the engine and of the given sources, and what derives from them."""
+
+    keys: tuple[Key, ...]
+
+    @property
+    def by_name(self) -> Mapping[str, Key]:
+        return {key.name: key for key in self.keys}
+
+    @property
+    def known(self) -> frozenset[str]:
+        return frozenset(key.name for key in self.keys)
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        return frozenset(key.name for key in self.keys if key.secret)
+
+    @property
+    def aliases(self) -> Mapping[str, str]:
+        """The example connectors' names for our keys: their users keep their files."""
+        return {alias: key.name for key in self.keys for alias in key.aliases}
+
+
+def all_keys(sources: Sequence[Source] | None = None) -> KeyRegistry:
+    """The engine's keys and every source's (the built-in ones when `sources` is None), in the form's order."""
+    plugins = builtin_sources() if sources is None else tuple(sources)
+    names = [plugin.name for plugin in plugins]
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"sources: two sources share a name ({', '.join(names)}); give each its own")
+    engine = [key for key in KEYS if key.name != "use_mock"]
+    keys = (KEYS[0], *(key for plugin in plugins for key in plugin.keys), _sources_key(names), *engine)
+    seen: set[str] = set()
+    for key in keys:
+        if key.name in seen:
+            raise ConfigurationError(f"{key.name}: declared twice (by the engine or two sources); rename one")
+        seen.add(key.name)
+    return KeyRegistry(keys)
+
 # What `fivetran configuration` writes in front of a password field it encrypted (the SDK decrypts it for debug
 # runs and setup tests; one that reaches us still encrypted was not decrypted).
 ENCRYPTED_PREFIX = "fivetran_encrypted:"
 
 
-
-
-@dataclass(frozen=True)
-class AcceloSettings:
-    deployment: str
-    client_id: str
-    client_secret: Secret
-    base_url: str
-    requests_per_hour: int
-    # How far each incremental window reaches back before the last one ended (late commits); see DEFAULT_LOOKBACK.
-    lookback_seconds: int = 300
-
-
-@dataclass(frozen=True)
-class AwardcoSettings:
-    api_key: Secret
-    base_url: str
-    requests_per_hour: int
-    updated_since_param: str = "updated_since"
 
 
 @dataclass(frozen=True)
@@ -191,8 +200,9 @@ class MockSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    accelo: AcceloSettings | None
-    awardco: AwardcoSettings | None
+    """The engine's settings, and each configured source's (`sources`, by source name)."""
+
+    sources: Mapping[str, SourceSettings]
     use_mock: bool = False
     mock: MockSettings = field(default_factory=MockSettings)
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
@@ -212,30 +222,48 @@ class Settings:
     # The most requests a sweep may spend per API per sync (None: a quarter of that API's hourly budget), so the
     # incremental part of every sync keeps most of the budget; a bigger sweep continues in the next sync.
     reconcile_max_requests: int | None = None
+    # The source plug-ins this configuration was read with (their streams are the ones it can sync).
+    plugins: tuple[Source, ...] = field(default_factory=builtin_sources, repr=False, compare=False)
+
+    def configured(self) -> list[tuple[Source, SourceSettings]]:
+        """Each source this configuration sets up, with its settings, in the plug-ins' order."""
+        return [(plugin, self.sources[plugin.name]) for plugin in self.plugins if plugin.name in self.sources]
 
     @property
     def max_response_bytes(self) -> int:
         return int(self.max_response_mb * 1024 * 1024)
 
     @classmethod
-    def from_mapping(cls, configuration: Mapping[str, Any]) -> Settings:
-        return _parse(configuration)
+    def from_mapping(cls, configuration: Mapping[str, Any], *, sources: Sequence[Source] | None = None) -> Settings:
+        """Settings from a configuration dict, read by the engine and by `sources` (default: the built-in ones)."""
+        return _parse(configuration, builtin_sources() if sources is None else tuple(sources))
 
 
-def configured_secrets(configuration: Mapping[str, Any]) -> tuple[Secret, ...]:
+def configured_secrets(
+    configuration: Mapping[str, Any], sources: Sequence[Source] | None = None
+) -> tuple[Secret, ...]:
     """The credentials in a raw configuration (under their own or alias names), before it is validated: what must
     be scrubbed from anything logged while it is read."""
+    registry = all_keys(sources)
+    aliases, secrets = registry.aliases, registry.secrets
     found = []
     for key, value in configuration.items() if isinstance(configuration, Mapping) else ():
-        if ALIASES.get(key, key) in SECRET_KEYS and isinstance(value, str) and value:
+        if aliases.get(key, key) in secrets and isinstance(value, str) and value:
             found.append(Secret(value))
     return tuple(found)
 
 
-def load_settings(source: Mapping[str, Any] | str | PathLike[str]) -> Settings:
+def load_settings(
+    source: Mapping[str, Any] | str | PathLike[str], *, sources: Sequence[Source] | None = None
+) -> Settings:
     """Settings from a configuration dict, or from the path of a configuration.json file."""
+    return Settings.from_mapping(read_configuration(source), sources=sources)
+
+
+def read_configuration(source: Mapping[str, Any] | str | PathLike[str]) -> Mapping[str, Any]:
+    """The configuration mapping itself, or the JSON object in a configuration.json file."""
     if isinstance(source, Mapping):
-        return Settings.from_mapping(source)
+        return source
     path = Path(source)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -245,13 +273,23 @@ def load_settings(source: Mapping[str, Any] | str | PathLike[str]) -> Settings:
         raise ConfigurationError(f"{path}: not valid JSON (line {exc.lineno}); fix the file's syntax") from None
     if not isinstance(document, dict):
         raise ConfigurationError(f"{path}: expected a JSON object of string values")
-    return Settings.from_mapping(document)
+    return document
 
 
-class _Reader:
-    """Reads typed values from the raw mapping; every error names the key the user wrote."""
+class ConfigReader:
+    """Reads typed values from the raw configuration; every error names the key the user wrote.
 
-    def __init__(self, raw: Mapping[str, Any]) -> None:
+    A source's `configure` gets one: `text`, `boolean`, `integer`, `number` and `url` read its keys (defaults and
+    bounds from their `Key` entries), `name` is the key as the user spelled it (an alias, perhaps), for messages.
+    `mock` is true in mock mode (`use_mock`): the values a source's `mock_configuration` gave are in place then.
+    """
+
+    def __init__(self, raw: Mapping[str, Any], registry: KeyRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else all_keys()
+        self.mock = False
+        self._by_name = self.registry.by_name
+        known, aliases = self.registry.known, self.registry.aliases
+        self._known = known
         if not isinstance(raw, Mapping):
             raise ConfigurationError("configuration: expected a JSON object (dict) of string values")
         self.values: dict[str, str] = {}
@@ -259,7 +297,7 @@ class _Reader:
         for key, value in raw.items():
             if not isinstance(key, str):
                 raise ConfigurationError(f"configuration key {key!r}: keys must be strings")
-            canonical = ALIASES.get(key, key)
+            canonical = aliases.get(key, key)
             if canonical in self.values and self.spelled[canonical] != key:
                 raise ConfigurationError(
                     f"{key}: also given as {self.spelled[canonical]!r}; keep only one of the two keys"
@@ -274,9 +312,9 @@ class _Reader:
                 raise ConfigurationError(f"{key}: expected a string value, got {type(value).__name__}")
             self.values[canonical] = value.strip()
             self.spelled[canonical] = key
-        for name in sorted(self.spelled[k] for k in self.values if k not in KNOWN_KEYS):
-            logger.warning("%s", unknown_key_message(name))
-        for key in SECRET_KEYS:
+        for name in sorted(self.spelled[k] for k in self.values if k not in known):
+            logger.warning("%s", unknown_key_message(name, self.registry))
+        for key in self.registry.secrets:
             if self.values.get(key, "").startswith(ENCRYPTED_PREFIX):
                 raise ConfigurationError(
                     f"{self.name(key)}: still encrypted; run through `fivetran debug` or `fivetran configuration "
@@ -286,12 +324,26 @@ class _Reader:
     def name(self, key: str) -> str:
         return self.spelled.get(key, key)
 
+    def overlaid(self, values: Mapping[str, str]) -> ConfigReader:
+        """This reader with `values` in place of what the user wrote (mock mode: the simulator's endpoints)."""
+        copy = ConfigReader({}, self.registry)
+        copy.values = {**self.values, **values}
+        copy.spelled = {**self.spelled, **{key: key for key in values}}
+        copy.mock = True
+        return copy
+
+    def default(self, key: str) -> str:
+        entry = self._by_name.get(key)
+        if entry is None:
+            raise KeyError(f"{key}: not a declared key; give it a Key entry (or pass a default)")
+        return entry.default
+
     def text(self, key: str) -> str:
         return self.values.get(key, "")
 
     def boolean(self, key: str, default: bool | None = None) -> bool:
         if default is None:
-            default = _default(key) == "true"
+            default = self.default(key) == "true"
         value = self.text(key).lower()
         if not value:
             return default
@@ -304,12 +356,12 @@ class _Reader:
     def integer(
         self, key: str, default: int | None = None, *, minimum: int | None = None, maximum: int | None = None
     ) -> int:
-        entry = KEYS_BY_NAME.get(key)
+        entry = self._by_name.get(key)
         if minimum is None:
             minimum = 1 if entry is None or entry.minimum is None else int(entry.minimum)
         if maximum is None and entry is not None and entry.maximum is not None:
             maximum = int(entry.maximum)
-        value = self.text(key) or ("" if default is not None else _default(key))
+        value = self.text(key) or ("" if default is not None else self.default(key))
         if not value and default is not None:
             return default
         try:
@@ -322,10 +374,10 @@ class _Reader:
         return number
 
     def number(self, key: str, default: float | None = None, *, minimum: float | None = None) -> float:
-        entry = KEYS_BY_NAME.get(key)
+        entry = self._by_name.get(key)
         if minimum is None:
             minimum = 0.0 if entry is None or entry.minimum is None else float(entry.minimum)
-        value = self.text(key) or ("" if default is not None else _default(key))
+        value = self.text(key) or ("" if default is not None else self.default(key))
         if not value and default is not None:
             return default
         try:
@@ -345,7 +397,8 @@ class _Reader:
             )
         if parts.query or parts.fragment:
             raise ConfigurationError(f"{self.name(key)}: remove the query string or fragment from the URL")
-        problem = cleartext_problem(value, self.name(key))
+        # In mock mode the requests go to an in-process transport, never a network.
+        problem = None if self.mock else cleartext_problem(value, self.name(key))
         if problem is not None:
             raise ConfigurationError(problem)
         trimmed = value.rstrip("/")
@@ -357,18 +410,13 @@ class _Reader:
         return trimmed
 
 
-def _default(key: str) -> str:
-    entry = KEYS_BY_NAME.get(key)
-    if entry is None:
-        raise KeyError(f"{key}: not in KEYS; give it an entry there (or pass a default)")
-    return entry.default
-
-
-def unknown_key_message(name: str) -> str:
+def unknown_key_message(name: str, registry: KeyRegistry | None = None) -> str:
     """One line for a key syncflow does not know, with the nearest known key when it looks like a typo."""
-    known = sorted(KNOWN_KEYS | set(ALIASES))
+    registry = registry if registry is not None else all_keys()
+    known = sorted(registry.known | set(registry.aliases))
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; the known keys are listed in the README ({len(KEYS)})"
+    count = len(registry.keys)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; the known keys are listed in the README ({count})"
     return f"configuration: unknown key {name!r} ignored{hint}"
 
 
@@ -377,7 +425,7 @@ def _shown(value: str) -> str:
     return repr(value if len(value) <= 80 else value[:77] + "...")
 
 
-def _parse_ca_bundle(reader: _Reader) -> Path | None:
+def _parse_ca_bundle(reader: ConfigReader) -> Path | None:
     value = reader.text("ca_bundle")
     if not value:
         return None
@@ -401,7 +449,7 @@ def _parse_ca_bundle(reader: _Reader) -> Path | None:
     return path
 
 
-def _parse_start_date(reader: _Reader) -> datetime | None:
+def _parse_start_date(reader: ConfigReader) -> datetime | None:
     value = reader.text("start_date")
     if not value:
         return None
@@ -417,100 +465,44 @@ def _parse_start_date(reader: _Reader) -> datetime | None:
     return parsed.astimezone(timezone.utc)
 
 
-def _parse_sources(reader: _Reader) -> tuple[str, ...]:
+def _parse_sources(reader: ConfigReader, names: Sequence[str]) -> tuple[str, ...]:
     value = reader.text("sources")
     if not value:
-        return SOURCES
-    names = tuple(part.strip().lower() for part in value.split(",") if part.strip())
-    unknown = [name for name in names if name not in SOURCES]
-    if unknown or not names:
+        return tuple(names)
+    chosen = tuple(part.strip().lower() for part in value.split(",") if part.strip())
+    unknown = [name for name in chosen if name not in names]
+    if unknown or not chosen:
         raise ConfigurationError(
             f"{reader.name('sources')}: unknown source {', '.join(map(repr, unknown)) or '(empty)'}; "
-            f"use a comma list of {', '.join(SOURCES)}"
+            f"use a comma list of {', '.join(names)}"
         )
-    return names
+    return chosen
 
 
-def _parse_accelo(reader: _Reader, use_mock: bool) -> AcceloSettings | None:
-    budget = reader.integer("accelo_requests_per_hour")
-    lookback = reader.integer("accelo_lookback_seconds")
-    if use_mock:
-        from .sim import ACCELO_CLIENT_ID, ACCELO_CLIENT_SECRET
-
-        return AcceloSettings(
-            "syncflow-sim", ACCELO_CLIENT_ID, Secret(ACCELO_CLIENT_SECRET), MOCK_BASE_URL, budget, lookback
-        )
-    deployment = reader.text("accelo_deployment")
-    client_id = reader.text("accelo_client_id")
-    secret = reader.text("accelo_client_secret")
-    has_url = bool(reader.text("accelo_base_url"))
-    if not (deployment or client_id or secret or has_url):
-        return None
-    if not deployment and not has_url:
-        raise ConfigurationError(
-            "accelo_deployment: missing; set it to your deployment name (the 'acme' in acme.api.accelo.com)"
-        )
-    for key, value in (("accelo_client_id", client_id), ("accelo_client_secret", secret)):
-        if not value:
-            raise ConfigurationError(
-                f"{reader.name(key)}: missing; copy it from Accelo → Configuration → API (a service application)"
-            )
-    if deployment and ("." in deployment or "/" in deployment):
-        raise ConfigurationError(
-            f"{reader.name('accelo_deployment')}: expected the bare deployment name (e.g. 'acme'), not a host or URL"
-        )
-    if has_url:
-        base_url = reader.url("accelo_base_url", forbidden_suffixes=("/api/v0", "/api", "/oauth2/v0"))
-    else:
-        base_url = f"https://{deployment}.api.accelo.com"
-    return AcceloSettings(
-        deployment or urlsplit(base_url).hostname or "", client_id, Secret(secret), base_url, budget, lookback
-    )
-
-
-def _parse_awardco(reader: _Reader, use_mock: bool) -> AwardcoSettings | None:
-    budget = reader.integer("awardco_requests_per_hour")
-    param = reader.text("awardco_updated_since_param") or _default("awardco_updated_since_param")
-    if not param.replace("_", "").isalnum():
-        raise ConfigurationError(f"{reader.name('awardco_updated_since_param')}: expected a query parameter name")
-    if use_mock:
-        from .sim import AWARDCO_API_KEY
-
-        return AwardcoSettings(Secret(AWARDCO_API_KEY), MOCK_BASE_URL, budget, param)
-    key = reader.text("awardco_api_key")
-    has_url = bool(reader.text("awardco_base_url"))
-    if not key and not has_url:
-        return None
-    if not key:
-        raise ConfigurationError(f"{reader.name('awardco_api_key')}: missing; set your AwardCo API key")
-    if not has_url:
-        raise ConfigurationError(
-            f"{reader.name('awardco_base_url')}: missing; set your AwardCo host, e.g. https://api.awardco.com"
-        )
-    base_url = reader.url("awardco_base_url", forbidden_suffixes=("/api/users", "/api"))
-    return AwardcoSettings(Secret(key), base_url, budget, param)
-
-
-def _parse(raw: Mapping[str, Any]) -> Settings:
-    reader = _Reader(raw)
+def _parse(raw: Mapping[str, Any], plugins: tuple[Source, ...]) -> Settings:
+    reader = ConfigReader(raw, all_keys(plugins))
     use_mock = reader.boolean("use_mock", False)
-    sources = _parse_sources(reader)
-    # Both APIs are checked before either error is raised: a user fixing credentials sees every problem at once.
+    chosen = _parse_sources(reader, [plugin.name for plugin in plugins])
+    # Every source is checked before any error is raised: a user fixing credentials sees every problem at once.
     problems: list[str] = []
-    accelo = awardco = None
-    try:
-        accelo = _parse_accelo(reader, use_mock) if "accelo" in sources else None
-    except ConfigurationError as exc:
-        problems.append(str(exc))
-    try:
-        awardco = _parse_awardco(reader, use_mock) if "awardco" in sources else None
-    except ConfigurationError as exc:
-        problems.append(str(exc))
+    configured: dict[str, SourceSettings] = {}
+    for plugin in plugins:
+        if plugin.name not in chosen:
+            continue
+        view = reader.overlaid(plugin.mock_configuration()) if use_mock else reader
+        try:
+            found = plugin.configure(view)
+        except ConfigurationError as exc:
+            problems.append(str(exc))
+            continue
+        if found is not None:
+            configured[plugin.name] = found
     if problems:
         raise ConfigurationError("\n".join(problems))
-    if accelo is None and awardco is None:
+    if not configured:
+        prefixes = " or ".join(f"{plugin.name}_*" for plugin in plugins if plugin.name in chosen)
         raise ConfigurationError(
-            'configuration: no source configured; set the accelo_* or awardco_* keys, or "use_mock": "true"'
+            f'configuration: no source configured; set the {prefixes or "sources"} keys, or "use_mock": "true"'
         )
     _warn_deprecated_max_retries(reader)
     mock = MockSettings(
@@ -519,8 +511,7 @@ def _parse(raw: Mapping[str, Any]) -> Settings:
         latency_seconds=reader.number("mock_latency_seconds"),
     )
     return Settings(
-        accelo=accelo,
-        awardco=awardco,
+        sources=configured,
         use_mock=use_mock,
         mock=mock,
         max_concurrency=reader.integer("max_concurrency"),
@@ -535,10 +526,11 @@ def _parse(raw: Mapping[str, Any]) -> Settings:
         ca_bundle=_parse_ca_bundle(reader),
         reconcile_every_hours=reader.number("reconcile_every_hours"),
         reconcile_max_requests=reader.integer("reconcile_max_requests", 0, minimum=1) or None,
+        plugins=plugins,
     )
 
 
-def _warn_deprecated_max_retries(reader: _Reader) -> None:
+def _warn_deprecated_max_retries(reader: ConfigReader) -> None:
     # An attempt count ended outages long before max_retry_seconds (9 tries of jittered backoff last ~40 s), so it
     # no longer bounds anything. The key stays accepted (and checked) so existing configuration files keep working.
     if reader.text("max_retries"):

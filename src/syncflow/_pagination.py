@@ -1,29 +1,18 @@
-"""Paginators: tiny classes behind one protocol, pure state, no I/O; a fresh one per stream or slice.
+"""Pagination, as pure state and no I/O: what each source's paging needs, and nothing it does not use.
 
-init_request(params)     put the first page's parameters into `params`
-update_state(body, rows) learn from a page (rows already extracted and typed)
-update_request(params)   put the next page's parameters into `params`
-has_next_page            whether another request is needed
+There is no common `Paginator` protocol: the two ways of paging here share too little for one to be a real layer.
+Accelo reads id-keyset slices (`IdKeysetPaginator`: a slice's filters, where it ends, when a short page is not the
+end); AwardCo addresses pages by number and fetches them ahead in parallel (`page_has_more`, `page_count`), so each
+request names its own page and there is no per-stream cursor object to advance.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
-__all__ = ["IdKeysetPaginator", "PageNumberPaginator", "Paginator"]
-
-
-class Paginator(Protocol):
-    @property
-    def has_next_page(self) -> bool: ...
-
-    def init_request(self, params: dict[str, Any]) -> None: ...
-
-    def update_state(self, body: Any, rows: Sequence[Mapping[str, Any]]) -> None: ...
-
-    def update_request(self, params: dict[str, Any]) -> None: ...
+__all__ = ["IdKeysetPaginator", "page_count", "page_has_more"]
 
 
 class IdKeysetPaginator:
@@ -113,40 +102,17 @@ class IdKeysetPaginator:
             self.last_short = None
 
 
-class PageNumberPaginator:
-    """AwardCo: 1-based `page` / `per_page`, ending on `has_more: false` (or a short page when it is absent).
+def page_count(body: Any, per_page: int) -> int | None:
+    """How many pages there are, when the API says how many records (`total`): callers then fetch them in parallel.
 
-    `total`, when the API sends it, tells how many pages there are, so callers can fetch ahead in parallel.
+    Counted by the page size the server says it used when it caps `per_page` below what was asked.
     """
-
-    def __init__(self, *, per_page: int, first_page: int = 1) -> None:
-        self.per_page = per_page
-        self.page = first_page
-        self.total_pages: int | None = None
-        self._has_next = True
-
-    def __repr__(self) -> str:
-        return f"PageNumberPaginator(page={self.page}, total_pages={self.total_pages}, has_next={self._has_next})"
-
-    @property
-    def has_next_page(self) -> bool:
-        return self._has_next
-
-    def init_request(self, params: dict[str, Any]) -> None:
-        params["per_page"] = self.per_page
-        params["page"] = self.page
-
-    def update_state(self, body: Any, rows: Sequence[Mapping[str, Any]]) -> None:
-        self._has_next = page_has_more(body, len(rows), self.per_page)
-        total = body.get("total") if isinstance(body, Mapping) else None
-        served_size = body.get("per_page") if isinstance(body, Mapping) else None
-        size = served_size if isinstance(served_size, int) and 0 < served_size < self.per_page else self.per_page
-        if isinstance(total, (int, str)) and str(total).isdigit():
-            self.total_pages = max(1, math.ceil(int(total) / size))
-
-    def update_request(self, params: dict[str, Any]) -> None:
-        self.page += 1
-        params["page"] = self.page
+    total = body.get("total") if isinstance(body, Mapping) else None
+    served_size = body.get("per_page") if isinstance(body, Mapping) else None
+    size = served_size if isinstance(served_size, int) and 0 < served_size < per_page else per_page
+    if isinstance(total, (int, str)) and not isinstance(total, bool) and str(total).isdigit():
+        return max(1, math.ceil(int(total) / size))
+    return None
 
 
 def page_has_more(body: Any, rows: int, per_page: int) -> bool:

@@ -19,10 +19,12 @@ import httpx
 from anyio.from_thread import start_blocking_portal
 
 from ._config import Settings, configured_secrets
+from ._edge import resolve_transport
 from ._exceptions import AuthenticationError, BudgetExhausted, HTTPStatusError, SourceError
 from ._http import ApiClient, ApiKeyAuth, OAuth2ClientCredentials, RateStatistics, RetryPolicy
 from ._redaction import redact_text
-from ._sync import _Producer, available_streams, make_simulator
+from ._sync import _Producer, available_streams
+from .sources import AcceloSettings, AwardcoSettings
 
 __all__ = ["ApiProbe", "SetupReport", "probe"]
 
@@ -97,8 +99,7 @@ def probe(settings: Settings, configuration: Mapping[str, Any], *, transport: ht
           access: bool = True) -> SetupReport:  # fmt: skip
     """Probe every configured API: credentials (Accelo's token, AwardCo's key), with `access` also one small read of
     every selected Accelo resource, and the rate budget the server reports. Safe to call inside a running loop."""
-    if transport is None and settings.use_mock:
-        transport = make_simulator(settings).transport()
+    transport = resolve_transport(settings, transport)
     secrets = configured_secrets(configuration)
     with start_blocking_portal() as portal:
         report = portal.call(_probe, settings, transport, access)
@@ -110,28 +111,28 @@ def probe(settings: Settings, configuration: Mapping[str, Any], *, transport: ht
 
 async def _probe(settings: Settings, transport: httpx.AsyncBaseTransport | None, access: bool) -> SetupReport:
     producer = _Producer(settings, [], {}, transport)
-    accelo = ApiProbe("accelo") if settings.accelo is not None else None
-    awardco = ApiProbe("awardco") if settings.awardco is not None else None
+    # The setup tests are the connector's, for the built-in sources (a plug-in of the Python API has none).
+    accelo_settings = settings.sources.get("accelo")
+    awardco_settings = settings.sources.get("awardco")
+    accelo = ApiProbe("accelo") if isinstance(accelo_settings, AcceloSettings) else None
+    awardco = ApiProbe("awardco") if isinstance(awardco_settings, AwardcoSettings) else None
     async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
-        if accelo is not None and settings.accelo is not None:
-            http = await stack.enter_async_context(producer._http(settings.accelo.base_url, "accelo"))
-            tg.start_soon(_probe_accelo, settings, producer, http, accelo, access)
-        if awardco is not None and settings.awardco is not None:
-            http = await stack.enter_async_context(producer._http(settings.awardco.base_url, "awardco"))
-            tg.start_soon(_probe_awardco, settings, producer, http, awardco)
+        if accelo is not None and isinstance(accelo_settings, AcceloSettings):
+            http = await stack.enter_async_context(producer._http(accelo_settings.base_url, "accelo"))
+            tg.start_soon(_probe_accelo, settings, accelo_settings, producer, http, accelo, access)
+        if awardco is not None and isinstance(awardco_settings, AwardcoSettings):
+            http = await stack.enter_async_context(producer._http(awardco_settings.base_url, "awardco"))
+            tg.start_soon(_probe_awardco, settings, awardco_settings, producer, http, awardco)
     return SetupReport(accelo, awardco)
 
 
 async def _probe_accelo(
-    settings: Settings, producer: _Producer, http: httpx.AsyncClient, result: ApiProbe, access: bool
-) -> None:
-    accelo = settings.accelo
-    assert accelo is not None
+    settings: Settings, accelo: AcceloSettings, producer: _Producer, http: httpx.AsyncClient, result: ApiProbe,
+    access: bool,
+) -> None:  # fmt: skip
     result.requests_per_hour = accelo.requests_per_hour
-    auth = OAuth2ClientCredentials(
-        http, "/oauth2/v0/token", api="accelo", client_id=accelo.client_id, client_secret=accelo.client_secret,
-        max_response_bytes=settings.max_response_bytes,
-    )  # fmt: skip
+    auth = accelo.authenticator(http, api="accelo", max_response_bytes=settings.max_response_bytes)
+    assert isinstance(auth, OAuth2ClientCredentials)
     client = ApiClient(
         "accelo", http, auth=auth, gate=producer._gate("accelo", accelo.requests_per_hour), retry=_SETUP_RETRY,
         max_response_bytes=settings.max_response_bytes,
@@ -168,9 +169,9 @@ async def _probe_accelo(
     result.budget = client.gate.statistics()
 
 
-async def _probe_awardco(settings: Settings, producer: _Producer, http: httpx.AsyncClient, result: ApiProbe) -> None:
-    awardco = settings.awardco
-    assert awardco is not None
+async def _probe_awardco(
+    settings: Settings, awardco: AwardcoSettings, producer: _Producer, http: httpx.AsyncClient, result: ApiProbe
+) -> None:
     result.requests_per_hour = awardco.requests_per_hour
     client = ApiClient(
         "awardco", http, auth=ApiKeyAuth(awardco.api_key),

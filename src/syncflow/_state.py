@@ -12,8 +12,9 @@ upserted, so any checkpoint of it covers only delivered rows. Each stream's entr
 small record per slice, and the keys it knows for deletes (`sources/_reconcile.py`), packed as ranges (`_keyset.py`:
 ~13 KB for 1,000,000 ids with 1 % gaps) and kept live here so a batch adds its keys without re-encoding them.
 
-`StateDocument.load` also reads the example connectors' keys (`last_company_sync`…, `last_sync_time`), so their users
-resume instead of resyncing from scratch.
+`StateDocument.load` also reads an unversioned state an older connector saved: each source's `migrate_state` turns
+its own old keys into stream entries (the example connectors' cursors), so their users resume instead of resyncing
+from scratch. This module names no source.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import StateError
 from ._keyset import Key, KeySet
+
+if TYPE_CHECKING:
+    from ._source import Source
 
 __all__ = ["STATE_VERSION", "AddKeys", "RemoveKeys", "StateDocument", "StatePatch", "set_op"]
 
@@ -35,20 +38,6 @@ STATE_VERSION = 1
 
 # A path from the stream's entry down, and the value to put there (None deletes the key).
 StatePatch = Sequence[tuple[tuple[str, ...], Any]]
-
-# The example connectors saved cursors that can run ahead of what they delivered (max(newest, now()), and a filter
-# moved per page). Re-reading a day is harmless with upserts and recovers what they may have skipped at the edge.
-LEGACY_LOOKBACK = timedelta(days=1)
-
-_LEGACY_ACCELO_KEYS = {
-    "companies": ("last_company_sync", "last_companies_sync"),
-    "invoices": ("last_invoice_sync", "last_invoices_sync"),
-    "payments": ("last_payment_sync", "last_payments_sync"),
-    "prospects": ("last_prospect_sync", "last_prospects_sync"),
-    "jobs": ("last_job_sync", "last_jobs_sync"),
-}
-_LEGACY_AWARDCO_KEY = "last_sync_time"
-
 
 def set_op(path: Sequence[str], value: Any) -> tuple[tuple[str, ...], Any]:
     return (tuple(path), value)
@@ -137,14 +126,20 @@ class StateDocument:
         return changes
 
     @classmethod
-    def load(cls, raw: Mapping[str, Any] | None) -> StateDocument:
+    def load(cls, raw: Mapping[str, Any] | None, *, sources: Sequence[Source] | None = None) -> StateDocument:
+        """The document in `raw` (a checkpointed state); an unversioned one is read by each of `sources` (default:
+        the built-in ones), for the keys an older connector saved."""
         if not raw:
             return cls()
         if not isinstance(raw, Mapping):
             raise StateError(f"state: expected a JSON object, got {type(raw).__name__}; delete the state to resync")
         version = raw.get("version")
         if version is None:
-            return cls(_migrate_legacy(raw))
+            if sources is None:
+                from ._config import builtin_sources
+
+                sources = builtin_sources()
+            return cls(_migrate_legacy(raw, sources))
         if version != STATE_VERSION:
             raise StateError(
                 f"state: version {version!r} is not one this syncflow understands (expected {STATE_VERSION}); "
@@ -157,12 +152,12 @@ class StateDocument:
         if damaged:
             # Safe, if slower: those streams start over, and upserts make re-read rows harmless.
             logger.warning("state: entries for %s are not JSON objects; resyncing them from the start", damaged)
-        sources = raw.get("sources", {})
-        if not isinstance(sources, Mapping) or not all(isinstance(v, str) for v in sources.values()):
+        origins = raw.get("sources", {})
+        if not isinstance(origins, Mapping) or not all(isinstance(v, str) for v in origins.values()):
             # Unknown provenance: treated as this source's (as a state from before sources were recorded is).
             logger.warning("state: 'sources' is not a JSON object of strings; ignoring it")
-            sources = {}
-        return cls({key: entry for key, entry in streams.items() if isinstance(entry, Mapping)}, sources)
+            origins = {}
+        return cls({key: entry for key, entry in streams.items() if isinstance(entry, Mapping)}, origins)
 
     def stream(self, key: str) -> dict[str, Any]:
         """A copy of one stream's entry ({} when it has none)."""
@@ -209,27 +204,11 @@ class StateDocument:
         return document
 
 
-def _parse_iso(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def _migrate_legacy(raw: Mapping[str, Any]) -> dict[str, Any]:
+def _migrate_legacy(raw: Mapping[str, Any], sources: Sequence[Source]) -> dict[str, Any]:
     streams: dict[str, Any] = {}
-    for entity, keys in _LEGACY_ACCELO_KEYS.items():
-        for key in keys:
-            when = _parse_iso(raw.get(key))
-            if when is not None:
-                streams[f"accelo.{entity}"] = {"cursor": int((when - LEGACY_LOOKBACK).timestamp())}
-                break
-    since = _parse_iso(raw.get(_LEGACY_AWARDCO_KEY))
-    if since is not None:
-        streams["awardco.user"] = {"cursor": (since - LEGACY_LOOKBACK).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    for source in sources:
+        for key, entry in source.migrate_state(raw).items():
+            streams[key] = dict(entry)
     if streams:
         logger.info(
             "state: read the example connector's cursors for %s (re-reading one day before each, which upserts make "

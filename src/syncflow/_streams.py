@@ -229,7 +229,7 @@ class Stream:
     primary_key: tuple[str, ...]
     cursor: str | None  # the field the incremental filter applies to; None: full refresh
     keep_extra_fields: bool = False  # pass through fields the API returns that are not declared
-    endpoint: str = ""  # the API path its pages come from (its /count too), for per-stream request figures
+    endpoint: str = ""  # the API path its pages come from (per-stream figures come from request labels, not this)
 
     @property
     def key(self) -> str:

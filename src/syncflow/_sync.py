@@ -1,5 +1,8 @@
 """One sync: build each API's client inside the event loop, run the sources concurrently, drain in order.
 
+This module runs any `Source` (see `_source.py`) and names none: the configured plug-ins come from the settings,
+each builds its own auth, and each labels its requests with the stream they belong to (the per-stream figures).
+
 Each API gets its own `RateGate` (budget + server headers + in-flight cap), auth and retries. Streams fail alone:
 - a stream that fails for good (retries exhausted, a 4xx, a body malformed on every try) is reported and the other
   streams of both APIs run to completion; a 403 skips its stream with a warning and does not fail the sync;
@@ -17,9 +20,8 @@ import ssl
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import httpx
@@ -35,21 +37,19 @@ from ._exceptions import (
     StreamsFailed,
     SyncflowError,
 )
-from ._http import ApiClient, ApiKeyAuth, OAuth2ClientCredentials, RateGate, RequestStatistics, RetryPolicy
+from ._http import ApiClient, RateGate, RequestStatistics, RetryPolicy
 from ._http._body import ACCEPT_ENCODING
 from ._http._origin import cleartext_problem, origin_guard
 from ._pipeline import Batch, DrainStatistics, Progress, Sink, drain_into, iterate_pipeline
+from ._source import Source, SourceReport, SourceRun, fails_alone, permission_hint
 from ._state import StateDocument
 from ._streams import Stream
-from .sources import ACCELO_STREAMS, AWARDCO_STREAMS, AcceloSource, AwardcoSource
-from .sources._common import SourceReport, fails_alone, permission_hint
 
 __all__ = [
     "StreamSummary",
     "SyncResult",
     "available_streams",
     "iterate_sync",
-    "make_simulator",
     "run_sync",
     "select_streams",
 ]
@@ -87,36 +87,18 @@ class SyncResult:
     skipped: Mapping[str, str]  # stream -> why it was skipped
     seconds: float
     checkpoints: int
-    simulator: Any = field(default=None, repr=False)  # the in-process simulator when use_mock (for inspection)
 
 
 def available_streams(settings: Settings) -> list[Stream]:
-    streams: list[Stream] = []
-    if settings.accelo is not None:
-        streams.extend(ACCELO_STREAMS.values())
-    if settings.awardco is not None:
-        streams.extend(AWARDCO_STREAMS.values())
-    return streams
+    """Every stream of every source the settings configure."""
+    return [stream for plugin, _ in settings.configured() for stream in plugin.streams.values()]
 
 
 def identify_sources(settings: Settings) -> dict[str, str]:
     """Where each configured source's data comes from, as recorded in the state (never a credential)."""
     mock = settings.mock
     where = f"simulator seed={mock.seed} scale={mock.scale:g}" if settings.use_mock else None
-    found: dict[str, str] = {}
-    if settings.accelo is not None:
-        accelo = settings.accelo
-        found["accelo"] = where or f"deployment {accelo.deployment} at {_without_userinfo(accelo.base_url)}"
-    if settings.awardco is not None:
-        found["awardco"] = where or _without_userinfo(settings.awardco.base_url)
-    return found
-
-
-def _without_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    return {plugin.name: where or found.fingerprint() for plugin, found in settings.configured()}
 
 
 def select_streams(settings: Settings, names: Sequence[str] | None) -> list[Stream]:
@@ -196,54 +178,40 @@ class _Producer:
 
     async def __call__(self, send: ObjectSendStream[Batch]) -> list[SourceReport]:
         reports: list[SourceReport] = []
-        tables = {source: [s.table for s in self.streams if s.source == source] for source in ("accelo", "awardco")}
         async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
-            accelo = self.settings.accelo
-            if accelo is not None and tables["accelo"]:
-                http = await stack.enter_async_context(self._http(accelo.base_url, "accelo"))
-                auth = OAuth2ClientCredentials(
-                    http, "/oauth2/v0/token", api="accelo", client_id=accelo.client_id,
-                    client_secret=accelo.client_secret, max_response_bytes=self.settings.max_response_bytes,
-                )  # fmt: skip
+            for plugin, found in self.settings.configured():
+                tables = [s.table for s in self.streams if s.source == plugin.name]
+                if not tables:
+                    continue
+                name = plugin.name
+                http = await stack.enter_async_context(self._http(found.base_url, name))
+                auth = found.authenticator(http, api=name, max_response_bytes=self.settings.max_response_bytes)
                 client = ApiClient(
-                    "accelo", http, auth=auth, gate=self._gate("accelo", accelo.requests_per_hour), retry=self._retry(),
+                    name, http, auth=auth, gate=self._gate(name, found.requests_per_hour), retry=self._retry(),
                     max_response_bytes=self.settings.max_response_bytes,
                 )  # fmt: skip
-                self.clients["accelo"] = client
-                source_a = AcceloSource(
-                    client, auth, send, concurrency=self.settings.max_concurrency,
-                    start_date=self.settings.start_date, clock_now=time.time(), lookback=accelo.lookback_seconds,
-                    reconcile_every_seconds=self.settings.reconcile_every_hours * 3600,
-                    sweep_requests=self._sweep_requests(accelo.requests_per_hour),
+                self.clients[name] = client
+                # Kept even if the source fails: it says which streams completed before.
+                report = SourceReport(name, grant=plugin.permission_hint)
+                reports.append(report)
+                run = SourceRun(
+                    name=name, settings=found, client=client, send=send, tables=tables,
+                    prior={key: entry for key, entry in self.prior.items() if key.split(".", 1)[0] == name},
+                    report=report, concurrency=self.settings.max_concurrency, start_date=self.settings.start_date,
+                    clock_now=time.time(), reconcile_every_seconds=self.settings.reconcile_every_hours * 3600,
+                    sweep_requests=self._sweep_requests(found.requests_per_hour),
                 )  # fmt: skip
-                tg.start_soon(self._run, source_a, tables["accelo"], reports)
-            awardco = self.settings.awardco
-            if awardco is not None and tables["awardco"]:
-                http = await stack.enter_async_context(self._http(awardco.base_url, "awardco"))
-                client = ApiClient(
-                    "awardco", http, auth=ApiKeyAuth(awardco.api_key),
-                    gate=self._gate("awardco", awardco.requests_per_hour), retry=self._retry(),
-                    max_response_bytes=self.settings.max_response_bytes,
-                )  # fmt: skip
-                self.clients["awardco"] = client
-                source_w = AwardcoSource(
-                    client, send, concurrency=self.settings.max_concurrency, start_date=self.settings.start_date,
-                    updated_since_param=awardco.updated_since_param, clock_now=time.time(),
-                    reconcile_every_seconds=self.settings.reconcile_every_hours * 3600,
-                    sweep_requests=self._sweep_requests(awardco.requests_per_hour),
-                )  # fmt: skip
-                tg.start_soon(self._run, source_w, tables["awardco"], reports)
+                tg.start_soon(self._run, plugin, run)
         return reports
 
     def _sweep_requests(self, per_hour: int) -> int:
         configured = self.settings.reconcile_max_requests
         return configured if configured is not None else max(1, per_hour // 4)
 
-    async def _run(self, source: AcceloSource | AwardcoSource, tables: list[str], reports: list[SourceReport]) -> None:
-        report = SourceReport(source.name)
-        reports.append(report)  # kept even if the source fails: it says which streams completed before
+    async def _run(self, source: Source, run: SourceRun) -> None:
+        report = run.report
         try:
-            await source.run(self.prior, tables, report=report)
+            await source.run(run)
         except BaseException as exc:
             leaves = _leaves(exc)
             if leaves and all(isinstance(leaf, BudgetExhausted) for leaf in leaves):
@@ -261,24 +229,24 @@ class _Producer:
                 if not refused or not all(isinstance(leaf, SourceError) for leaf in leaves):
                     raise
                 errors = refused
-            self._record_unfinished(source.name, tables, errors, report)
+            self._record_unfinished(source, list(run.tables), errors, report)
 
     def _record_unfinished(
-        self, source: str, tables: list[str], errors: list[SourceError], report: SourceReport
+        self, source: Source, tables: list[str], errors: list[SourceError], report: SourceReport
     ) -> None:
         done = {*report.completed, *report.failed, *report.skipped}
-        unfinished = [key for key in (f"{source}.{table}" for table in tables) if key not in done]
+        unfinished = [(table, key) for table, key in ((t, f"{source.name}.{t}") for t in tables) if key not in done]
         if all(isinstance(error, PermissionDenied) for error in errors):
-            for key in unfinished:
-                message = permission_hint(key, errors[0])
+            for table, key in unfinished:
+                message = permission_hint(key, errors[0], source.permission_hint(table))
                 logger.warning("%s", message)
                 report.warnings.append(message)
                 report.skipped[key] = str(errors[0])
             return
         first = next(error for error in errors if not isinstance(error, PermissionDenied))
-        for key in unfinished:
+        for _, key in unfinished:
             report.failed[key] = first
-        logger.warning("%s failed: %s; the other streams carry on", ", ".join(unfinished), first)
+        logger.warning("%s failed: %s; the other streams carry on", ", ".join(k for _, k in unfinished), first)
 
 
 def tls_verification(settings: Settings) -> ssl.SSLContext | bool:
@@ -299,10 +267,12 @@ def iterate_sync(
 ) -> Generator[Batch, None, SyncResult]:
     """Yield the chosen streams' batches in order, from `state` (updated as each yielded batch is finished)."""
     chosen = select_streams(settings, streams)
-    simulator = None
     if transport is None and settings.use_mock:
-        simulator = make_simulator(settings)
-        transport = simulator.transport()
+        # Mock mode is resolved where the user enters (the engine never imports the simulator).
+        raise ConfigurationError(
+            "use_mock: these settings need the simulator's transport; pass transport=syncflow.sim.mock_transport("
+            "settings), or call syncflow.sync/extract/to_duckdb, which do"
+        )
     # A state saved from another source (say, the mock) must not be applied to this one.
     changes = state.adopt_sources({name: who for name, who in identify_sources(settings).items()})
     for line in changes:
@@ -336,7 +306,7 @@ def iterate_sync(
     if changes:
         reports.append(SourceReport("state", warnings=changes))
     # The pipeline has checkpointed everything delivered; only now is a failure reported.
-    result = _result(producer, chosen, reports, drained, simulator)
+    result = _result(producer, chosen, reports, drained)
     failures = {key: error for report in reports for key, error in report.failed.items()}
     if failures:
         raise StreamsFailed(_failure_message(failures, result), failures=failures, result=result)
@@ -380,20 +350,20 @@ def run_sync(
 
 
 def _result(
-    producer: _Producer, chosen: list[Stream], reports: list[SourceReport], drained: DrainStatistics, simulator: Any
+    producer: _Producer, chosen: list[Stream], reports: list[SourceReport], drained: DrainStatistics
 ) -> SyncResult:
     streams: dict[str, StreamSummary] = {}
     for stream in chosen:
         client = producer.clients.get(stream.source)
-        paths = client.statistics().by_path if client is not None else {}
-        mine = [figures for path, figures in paths.items() if path in (stream.endpoint, f"{stream.endpoint}/count")]
+        # The source labels each request with its stream: no guessing from URL paths.
+        mine = client.statistics().by_stream.get(stream.key) if client is not None else None
         first, last = drained.spans.get(stream.key, (0.0, 0.0))
         status, reason = _status(stream, reports)
         streams[stream.key] = StreamSummary(
             rows=drained.rows.get(stream.key, 0),
-            requests=sum(f.requests for f in mine),
-            retries=sum(f.retries for f in mine),
-            rate_limited=sum(f.rate_limited for f in mine),
+            requests=mine.requests if mine else 0,
+            retries=mine.retries if mine else 0,
+            rate_limited=mine.rate_limited if mine else 0,
             seconds=last - first,
             status=status,
             reason=reason,
@@ -411,7 +381,6 @@ def _result(
         skipped={key: why for r in reports for key, why in r.skipped.items()},
         seconds=drained.seconds,
         checkpoints=drained.checkpoints,
-        simulator=simulator,
     )
 
 
@@ -426,19 +395,3 @@ def _status(stream: Stream, reports: list[SourceReport]) -> tuple[str, str | Non
         if report.source == stream.source and report.stopped_early:
             return "stopped", "the rate budget ran out; the next sync resumes it"
     return "not finished", "nothing to read yet"
-
-
-def make_simulator(settings: Settings) -> Any:
-    """The in-process simulated APIs that `use_mock` syncs from."""
-    from .sim import SimConfig, Simulator
-
-    base = SimConfig()
-    counts = {name: max(1, round(count * settings.mock.scale)) for name, count in base.accelo_counts.items()}
-    return Simulator(
-        SimConfig(
-            seed=settings.mock.seed,
-            accelo_counts=counts,
-            awardco_users=max(1, round(base.awardco_users * settings.mock.scale)),
-            latency=settings.mock.latency_seconds,
-        )
-    )

@@ -22,7 +22,8 @@ from fivetran_connector_sdk import ConfigurationForm, Test, form_field
 from fivetran_connector_sdk import Logging as log
 from fivetran_connector_sdk import Operations as op
 
-from ._config import KEYS, KNOWN_KEYS, Key, Settings, configured_secrets
+from ._config import Key, Settings, all_keys, configured_secrets
+from ._edge import resolve_transport
 from ._exceptions import AuthenticationError, PermissionDenied, StreamsFailed, SyncflowError
 from ._progress import LogProgress
 from ._redaction import Secret, redact_text
@@ -141,7 +142,8 @@ def update(configuration: Mapping[str, Any], state: Mapping[str, Any]) -> None:
             document = StateDocument.load(state)
             if settings.use_mock:
                 log.info("use_mock is true: syncing from the embedded simulated Accelo and AwardCo APIs")
-            result = run_sync(settings, FivetranSink(), document, progress=LogProgress())
+            transport = resolve_transport(settings, None)  # the simulator's, when use_mock
+            result = run_sync(settings, FivetranSink(), document, progress=LogProgress(), transport=transport)
         except StreamsFailed as exc:
             # Everything else completed and is checkpointed: say so per stream, then fail with one line.
             _summarise(exc.result)
@@ -183,7 +185,8 @@ def _credential_problems(settings: Settings, configuration: Mapping[str, Any]) -
 
 
 def _form_field(key: Key) -> Any:
-    """One `_config.KEYS` entry as a form field: secrets masked, booleans as toggles, fixed choices as dropdowns."""
+    """One configuration key (of `_config.all_keys()`) as a form field: secrets masked, booleans as toggles, fixed
+    choices as dropdowns."""
     if key.kind == "boolean":
         return form_field.ToggleField(key.name, key.label, description=key.description)
     if key.kind == "choice":
@@ -198,9 +201,9 @@ def _form_field(key: Key) -> Any:
 
 
 def configuration_form() -> ConfigurationForm:
-    """The setup form: one field per configuration key (from `_config.KEYS`), and the setup tests."""
+    """The setup form: one field per configuration key (the engine's and every source's), and the setup tests."""
     form = ConfigurationForm()
-    for key in KEYS:
+    for key in all_keys().keys:
         if not key.deprecated:
             form.add_field(_form_field(key))
     form.add_test(label="Configuration values", func=check_configuration)
@@ -250,7 +253,8 @@ def check_accelo_access(configuration: dict[str, Any]) -> Any:
     report, problem = _probe(configuration, access=True)
     if report is None:
         return _result([problem or "configuration: not valid"])
-    leave_out = "the streams key" if "streams" in KNOWN_KEYS else "the sources key (which leaves out all of Accelo)"
+    known = all_keys().known
+    leave_out = "the streams key" if "streams" in known else "the sources key (which leaves out all of Accelo)"
     return _result(report.credential_problems() + report.access_problems(leave_out))
 
 

@@ -163,9 +163,9 @@ def truth_table(configuration: Mapping[str, str]) -> dict[str, dict[Any, Any]]:
     from datetime import datetime
 
     from syncflow import Settings
-    from syncflow._sync import make_simulator
+    from syncflow.sim import mock_simulator
 
-    simulator = make_simulator(Settings.from_mapping(configuration))
+    simulator = mock_simulator(Settings.from_mapping(configuration))
     truth = simulator.ground_truth()
     tables: dict[str, dict[Any, Any]] = {}
     for entity, records in truth["accelo"].items():

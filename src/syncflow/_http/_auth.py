@@ -92,7 +92,7 @@ class Authenticator(Protocol):
 
 
 class ApiKeyAuth:
-    """A fixed API key sent in a header (AwardCo: `apiKey`)."""
+    """A fixed API key sent in a header (by default `apiKey`)."""
 
     refreshable = False
 
@@ -118,7 +118,7 @@ class _Token:
 
 
 class OAuth2ClientCredentials:
-    """OAuth2 client-credentials (Accelo service applications).
+    """OAuth2 client-credentials (a service application's client ID and secret).
 
     The token is cached until shortly before `expires_in`. Refresh is single-flight: however many requests find the
     token missing or refused at once, one token request is made and all of them use its answer.
@@ -137,7 +137,10 @@ class OAuth2ClientCredentials:
         scope: str = "read(all)",
         clock: Callable[[], float] = time.time,
         max_response_bytes: int = int(DEFAULT_MAX_RESPONSE_MB * 1024 * 1024),
+        refused_hint: str = "check the client ID and client secret",
     ) -> None:
+        # `refused_hint` is the source's own wording for refused credentials (which of its keys to check).
+        self._refused_hint = refused_hint
         self._client = client
         self._max_response_bytes = max_response_bytes
         self._token_path = token_path
@@ -199,8 +202,7 @@ class OAuth2ClientCredentials:
             raise TransportError(f"token request failed: {cause}", api=self._api, endpoint=endpoint) from exc
         if response.status_code in (400, 401, 403):
             raise AuthenticationError(
-                f"credentials refused ({response.status_code} {_meta_message(response)}); check "
-                "accelo_client_id and accelo_client_secret (a service application's credentials)",
+                f"credentials refused ({response.status_code} {_meta_message(response)}); {self._refused_hint}",
                 api=self._api,
                 endpoint=endpoint,
                 status_code=response.status_code,
@@ -221,7 +223,7 @@ class OAuth2ClientCredentials:
         try:
             body = response.json()
             value = str(body["access_token"])
-            expires_in = float(body.get("expires_in", 3600))  # Accelo sends it as a string
+            expires_in = float(body.get("expires_in", 3600))  # some APIs send it as a string
         except (ValueError, KeyError, TypeError) as exc:
             raise MalformedResponseError(
                 "token response is not the documented JSON", api=self._api, endpoint=endpoint

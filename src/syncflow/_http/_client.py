@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -107,6 +107,9 @@ class RequestStatistics:
     token_refreshes: int
     by_status: Mapping[int, int]
     by_path: Mapping[str, PathStatistics]
+    # The same figures by the stream each request was made for (the label the source passes); a request made for no
+    # stream (say, a token) is counted under its path.
+    by_stream: Mapping[str, PathStatistics] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -147,9 +150,10 @@ class ApiClient:
         self._refreshes = 0
         self._by_status: dict[int, int] = {}
         self._by_path: dict[str, PathStatistics] = {}
+        self._by_stream: dict[str, PathStatistics] = {}
         self._retry = retry
 
-    async def retrying(self, attempt: Callable[[], Awaitable[T]], *, path: str) -> T:
+    async def retrying(self, attempt: Callable[[], Awaitable[T]], *, path: str, stream: str | None = None) -> T:
         """Run `attempt` under this API's retry policy (transient failures retried until the time bound).
 
         Every request goes through here, and so may other calls that must survive an outage (the token request that
@@ -158,7 +162,7 @@ class ApiClient:
         window = RetryWindow(self._retry, self._clock)
 
         def on_backoff(details: Any) -> None:
-            self._on_backoff(path, window, details)
+            self._on_backoff(path, window, details, stream)
 
         def on_giveup(details: Any) -> None:
             exc = details["exception"]
@@ -193,9 +197,9 @@ class ApiClient:
         )(once)
         return await retried()
 
-    def _on_backoff(self, path: str, window: RetryWindow, details: Any) -> None:
+    def _on_backoff(self, path: str, window: RetryWindow, details: Any, stream: str | None = None) -> None:
         self._retries += 1
-        self._count(path, retries=1)
+        self._count(path, stream, retries=1)
         exc = details.get("exception")
         deadline = window.deadline
         # Says what happens next; only the error raised when retries run out says they are exhausted.
@@ -221,30 +225,44 @@ class ApiClient:
             token_refreshes=self._refreshes,
             by_status=dict(self._by_status),
             by_path=dict(self._by_path),
+            by_stream=dict(self._by_stream),
         )
 
-    def _count(self, path: str, *, requests: int = 0, retries: int = 0, rate_limited: int = 0) -> None:
-        seen = self._by_path.get(path, PathStatistics())
-        self._by_path[path] = PathStatistics(
-            seen.requests + requests, seen.retries + retries, seen.rate_limited + rate_limited
-        )
+    def _count(
+        self, path: str, stream: str | None = None, *, requests: int = 0, retries: int = 0, rate_limited: int = 0
+    ) -> None:
+        for table, label in ((self._by_path, path), (self._by_stream, stream or path)):
+            seen = table.get(label, PathStatistics())
+            table[label] = PathStatistics(
+                seen.requests + requests, seen.retries + retries, seen.rate_limited + rate_limited
+            )
 
     async def get_json(
-        self, path: str, params: Mapping[str, str | int], *, validate: Callable[[Any], str | None] | None = None
+        self,
+        path: str,
+        params: Mapping[str, str | int],
+        *,
+        validate: Callable[[Any], str | None] | None = None,
+        stream: str | None = None,
     ) -> Reply:
         """GET `path` and return its JSON body; transient failures are retried, others raise at once.
 
         `validate` checks the body's shape and returns what is wrong with it (or None); a wrong shape counts as a
-        malformed body, which is retried like a truncated one.
+        malformed body, which is retried like a truncated one. `stream` labels the request in the statistics
+        (`RequestStatistics.by_stream`): the engine reports each stream's requests from that label alone.
         """
-        return await self.retrying(lambda: self._get_once(path, params, validate), path=path)
+        return await self.retrying(lambda: self._get_once(path, params, validate, stream), path=path, stream=stream)
 
-    async def call(self, endpoint: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, endpoint: str, attempt: Callable[[], Awaitable[T]], *, stream: str | None = None) -> T:
         """Run `attempt` (e.g. a token request) under the same retries and time bound as a GET."""
-        return await self.retrying(attempt, path=endpoint)
+        return await self.retrying(attempt, path=endpoint, stream=stream)
 
     async def _get_once(
-        self, path: str, params: Mapping[str, str | int], validate: Callable[[Any], str | None] | None
+        self,
+        path: str,
+        params: Mapping[str, str | int],
+        validate: Callable[[Any], str | None] | None,
+        stream: str | None = None,
     ) -> Reply:
         endpoint = f"GET {path}"
         refreshed = False
@@ -267,7 +285,7 @@ class ApiClient:
                 self.gate.observe(response.status_code, response.headers)
             status = response.status_code
             self._by_status[status] = self._by_status.get(status, 0) + 1
-            self._count(path, requests=1, rate_limited=int(status == 429))
+            self._count(path, stream, requests=1, rate_limited=int(status == 429))
             if status == 401 and self.auth.refreshable and not refreshed:
                 # An expired or revoked token: refresh once (single-flight) and try again.
                 await self.auth.invalidate(headers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import signal
 import socket
@@ -133,6 +134,10 @@ async def _serve(app: Simulator, sock: socket.socket, host: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if importlib.util.find_spec("uvicorn") is None:
+        # The server is an extra: the connector and the in-process simulator do without it.
+        print("syncflow.sim: serving on a port needs uvicorn; pip install 'syncflow[sim]'", file=sys.stderr)
+        return 2
     try:
         app = Simulator(config_from_args(args))
     except ValueError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -168,6 +169,19 @@ def _numeric(kind: str) -> bool:
     return kind in ("LONG", "UTC_DATETIME") or kind.startswith("DECIMAL")
 
 
+# Predicates and sort keys are partials of these (typed) functions rather than lambdas with default arguments.
+def _value_in(record: Mapping[str, Any], *, column: str, values: frozenset[str], negated: bool) -> bool:
+    return (str(record.get(column)) in values) != negated
+
+
+def _is_empty(record: Mapping[str, Any], *, column: str) -> bool:
+    return record.get(column) in (None, "", "0")
+
+
+def _record_sort_value(table: Table, name: str, kind: str, index: int) -> Any:
+    return _sort_value(kind, table.records[index].get(name))
+
+
 def _sort_value(kind: str, value: Any) -> Any:
     if _numeric(kind):
         try:
@@ -256,14 +270,14 @@ def parse_query(table: Table, raw: str | None) -> Query:
                 continue
             column = _field_filter(spec, name, basic_field)
             values = frozenset(args)
-            query.predicates.append(lambda rec, c=column, v=values, neg=negated: (str(rec.get(c)) in v) != neg)
+            query.predicates.append(functools.partial(_value_in, column=column, values=values, negated=negated))
             continue
         if name == "empty" and allowed.get("empty"):
             for column in args:
                 if column not in allowed["empty"]:
                     raise _unsupported(f"empty({column})", spec)
                 _field_filter(spec, f"empty({column})", column)
-                query.predicates.append(lambda rec, c=column: rec.get(c) in (None, "", "0"))
+                query.predicates.append(functools.partial(_is_empty, column=column))
             continue
         if name in allowed.get("object", ()):
             raise _not_simulated(name, spec)
@@ -355,7 +369,7 @@ def select(table: Table, query: Query, offset: int, limit: int) -> list[int]:
             rows.sort(key=table.dates[name].__getitem__, reverse=desc)
         else:
             kind = table.spec.types[name]
-            rows.sort(key=lambda i, n=name, k=kind: _sort_value(k, table.records[i].get(n)), reverse=desc)
+            rows.sort(key=functools.partial(_record_sort_value, table, name, kind), reverse=desc)
     return rows[offset : offset + limit]
 
 

@@ -27,9 +27,9 @@ from typing import Any
 
 from .._exceptions import StateError
 from .._keyset import Key, KeySet
+from .._source import SourceReport
 from .._state import AddKeys, RemoveKeys, StatePatch
 from .._streams import Stream
-from ._common import SourceReport
 
 __all__ = ["KeyTracker", "SweepBudget"]
 

@@ -35,23 +35,36 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any
+from typing import Any, TypedDict, cast
+from urllib.parse import urlsplit
 
 import anyio
+import httpx
 from anyio.abc import ObjectSendStream
 
-from .._exceptions import MalformedResponseError, StateError
-from .._http import ApiClient, OAuth2ClientCredentials
+from .._config import ConfigReader, Key
+from .._exceptions import ConfigurationError, MalformedResponseError, StateError
+from .._http import ApiClient, Authenticator, OAuth2ClientCredentials
 from .._pagination import IdKeysetPaginator
 from .._pipeline import Batch
+from .._redaction import Secret
+from .._source import SourceReport, SourceRun, report_conversions, run_alone, without_userinfo
 from .._streams import RowConverter, Stream
 from ._accelo_catalog import ACCELO_STREAMS, API_PREFIX, order_filters
-from ._common import SourceReport, report_conversions, run_alone
 from ._reconcile import KeyTracker, SweepBudget
 
-__all__ = ["ACCELO_STREAMS", "AcceloSource", "allocate_slices"]
+__all__ = [
+    "ACCELO_STREAMS",
+    "AcceloSettings",
+    "AcceloSource",
+    "AcceloStreamState",
+    "SliceState",
+    "WindowState",
+    "allocate_slices",
+]
 
 logger = logging.getLogger("syncflow")
 
@@ -67,6 +80,178 @@ _MAX_WAIT_FOR_CURSOR_SECOND = 5
 UNKNOWN_CLOCK_MARGIN_SECONDS = 900
 
 # The six streams' declarations (columns, types, cursors) come from the docs fixture: see _accelo_catalog.py.
+
+# Accelo stamps date_modified when a change starts, and a long transaction (a bulk edit, an import, a workflow
+# cascade) commits seconds to minutes later. Five minutes covers those and a server clock a few minutes off, and
+# costs no extra request on an incremental sync unless over a page of records changed in those five minutes.
+DEFAULT_LOOKBACK_SECONDS = 300
+
+KEYS: tuple[Key, ...] = (
+    Key("accelo_deployment", "Accelo deployment", "Your deployment name: the 'acme' in acme.api.accelo.com.",
+        placeholder="acme", aliases=("deployment",)),
+    Key("accelo_client_id", "Accelo client ID", "The client ID of an Accelo service application "
+        "(Accelo → Configuration → API).", placeholder="a1b2c3d4e5@acme.accelo.com", aliases=("client_id",)),
+    Key("accelo_client_secret", "Accelo client secret", "The client secret of that service application.",
+        "secret", aliases=("client_secret",)),
+    Key("accelo_base_url", "Accelo base URL", "Optional: overrides https://{deployment}.api.accelo.com "
+        "(proxies, tests). No trailing /api/v0.", "url", placeholder="https://acme.api.accelo.com"),
+    Key("accelo_requests_per_hour", "Accelo requests per hour", "Client-side budget shared by every Accelo "
+        "entity; the server's rate-limit headers also apply.", "integer", "5000", "5000", minimum=1),
+    Key("accelo_lookback_seconds", "Accelo lookback (s)", "Each incremental Accelo window re-reads this many seconds "
+        "before the saved cursor, for records committed late (long transactions) and a server clock a few minutes "
+        "off.", "integer", str(DEFAULT_LOOKBACK_SECONDS), str(DEFAULT_LOOKBACK_SECONDS), minimum=0,
+        maximum=7 * 24 * 3600),
+)  # fmt: skip
+
+# The example connector's state keys (ISO timestamps), per table; read once so its users resume.
+_LEGACY_KEYS = {
+    "companies": ("last_company_sync", "last_companies_sync"),
+    "invoices": ("last_invoice_sync", "last_invoices_sync"),
+    "payments": ("last_payment_sync", "last_payments_sync"),
+    "prospects": ("last_prospect_sync", "last_prospects_sync"),
+    "jobs": ("last_job_sync", "last_jobs_sync"),
+}
+# Its cursors could run ahead of what it delivered (max(newest, now()), a filter moved per page). Re-reading a day
+# is harmless with upserts and recovers what it may have skipped at the edge.
+LEGACY_LOOKBACK = timedelta(days=1)
+
+
+class SliceState(TypedDict):
+    """One slice of a window, in the state: ids [lo, hi) (None: open), the last id upserted, whether it ended."""
+
+    lo: int | None
+    hi: int | None
+    after: int | None
+    done: bool
+
+
+class WindowState(TypedDict, total=False):
+    """A window being read: its bounds (the cursor's seconds) and its slices (set once it is planned)."""
+
+    lower: int | None
+    upper: int | None
+    slices: dict[str, SliceState]
+
+
+class AcceloStreamState(TypedDict, total=False):
+    """An Accelo stream's state entry: the cursor a finished window reached, and mid-sync the window being read."""
+
+    cursor: int | None
+    run: WindowState
+    # Reconciliation (sources/_reconcile.py): the known ids ("keys"), a sweep under way ("sweep") and when the last
+    # completed one started ("swept").
+
+
+@dataclass(frozen=True)
+class AcceloSettings:
+    deployment: str
+    client_id: str
+    client_secret: Secret
+    base_url: str
+    requests_per_hour: int
+    # How far each incremental window reaches back before the last one ended (late commits).
+    lookback_seconds: int = DEFAULT_LOOKBACK_SECONDS
+
+    def fingerprint(self) -> str:
+        return f"deployment {self.deployment} at {without_userinfo(self.base_url)}"
+
+    def authenticator(self, http: httpx.AsyncClient, *, api: str, max_response_bytes: int) -> Authenticator:
+        return OAuth2ClientCredentials(
+            http, TOKEN_PATH, api=api, client_id=self.client_id, client_secret=self.client_secret,
+            max_response_bytes=max_response_bytes,
+            refused_hint="check accelo_client_id and accelo_client_secret (a service application's credentials)",
+        )  # fmt: skip
+
+
+class AcceloSource:
+    """The Accelo plug-in: OAuth2 service-application credentials, the catalogue's streams, windowed id slices."""
+
+    name = "accelo"
+    keys: tuple[Key, ...] = KEYS
+    streams: Mapping[str, Stream] = ACCELO_STREAMS
+
+    def __repr__(self) -> str:
+        return "AcceloSource()"
+
+    def configure(self, config: ConfigReader) -> AcceloSettings | None:
+        budget = config.integer("accelo_requests_per_hour")
+        lookback = config.integer("accelo_lookback_seconds")
+        deployment = config.text("accelo_deployment")
+        client_id = config.text("accelo_client_id")
+        secret = config.text("accelo_client_secret")
+        has_url = bool(config.text("accelo_base_url"))
+        if not (deployment or client_id or secret or has_url):
+            return None
+        if not deployment and not has_url:
+            raise ConfigurationError(
+                "accelo_deployment: missing; set it to your deployment name (the 'acme' in acme.api.accelo.com)"
+            )
+        for key, value in (("accelo_client_id", client_id), ("accelo_client_secret", secret)):
+            if not value:
+                raise ConfigurationError(
+                    f"{config.name(key)}: missing; copy it from Accelo → Configuration → API (a service application)"
+                )
+        if deployment and ("." in deployment or "/" in deployment):
+            raise ConfigurationError(
+                f"{config.name('accelo_deployment')}: expected the bare deployment name (e.g. 'acme'), not a host or "
+                "URL"
+            )
+        if has_url:
+            base_url = config.url("accelo_base_url", forbidden_suffixes=("/api/v0", "/api", "/oauth2/v0"))
+        else:
+            base_url = f"https://{deployment}.api.accelo.com"
+        return AcceloSettings(
+            deployment or urlsplit(base_url).hostname or "", client_id, Secret(secret), base_url, budget, lookback
+        )
+
+    def mock_configuration(self) -> Mapping[str, str]:
+        # Imported only in mock mode: a real configuration never loads the simulator.
+        from ..sim import ACCELO_CLIENT_ID, ACCELO_CLIENT_SECRET, MOCK_BASE_URL
+
+        return {
+            "accelo_deployment": "syncflow-sim",
+            "accelo_client_id": ACCELO_CLIENT_ID,
+            "accelo_client_secret": ACCELO_CLIENT_SECRET,
+            "accelo_base_url": MOCK_BASE_URL,
+        }
+
+    def migrate_state(self, legacy: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+        streams: dict[str, Mapping[str, Any]] = {}
+        for table, keys in _LEGACY_KEYS.items():
+            for key in keys:
+                when = _parse_iso(legacy.get(key))
+                if when is not None:
+                    streams[f"{self.name}.{table}"] = {"cursor": int((when - LEGACY_LOOKBACK).timestamp())}
+                    break
+        return streams
+
+    def permission_hint(self, table: str) -> str:
+        return (
+            f"grant the Accelo service application read (view) access to {table} (its module must be licensed on the "
+            "deployment)"
+        )
+
+    async def run(self, run: SourceRun) -> None:
+        settings = run.settings
+        auth = run.client.auth
+        if not isinstance(settings, AcceloSettings) or not isinstance(auth, OAuth2ClientCredentials):
+            raise TypeError("AcceloSource.run: expects the AcceloSettings its configure() returned")
+        sync = _AcceloRun(
+            run.client, auth, run.send, concurrency=run.concurrency, start_date=run.start_date,
+            clock_now=run.clock_now, lookback=settings.lookback_seconds,
+            reconcile_every_seconds=run.reconcile_every_seconds, sweep_requests=run.sweep_requests,
+        )  # fmt: skip
+        await sync.run(run.prior, list(run.tables), report=run.report)
+
+
+def _parse_iso(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _list_problem(body: Any) -> str | None:
@@ -88,9 +273,10 @@ def _count_problem(body: Any) -> str | None:
     return None
 
 
-class AcceloSource:
+class _AcceloRun:
+    """One sync of Accelo: the server's clock, then every chosen entity's window, sliced."""
+
     name = "accelo"
-    streams = ACCELO_STREAMS
 
     def __init__(
         self,
@@ -140,7 +326,7 @@ class AcceloSource:
         report = report if report is not None else SourceReport(self.name)
         # The server's clock when the sync starts: the frozen upper bound of every window. The token request is
         # retried like any request (a 503 from the token endpoint is as transient as one from a list).
-        server_now = await self._client.call(f"POST {TOKEN_PATH}", self._auth.server_time)
+        server_now = await self._client.call(f"POST {TOKEN_PATH}", self._auth.server_time, stream=self.name)
         if server_now is None:
             # Nothing said the server's time: err towards re-reading rather than past what it could have stamped.
             server_now = self._clock_now - UNKNOWN_CLOCK_MARGIN_SECONDS
@@ -206,7 +392,7 @@ def allocate_slices(pages: Mapping[str, int], budget: int) -> dict[str, int]:
 
 class _EntitySync:
     def __init__(
-        self, source: AcceloSource, stream: Stream, prior: Mapping[str, Any], server_now: int, report: SourceReport
+        self, source: _AcceloRun, stream: Stream, prior: Mapping[str, Any], server_now: int, report: SourceReport
     ) -> None:
         self.source = source
         self.stream = stream
@@ -223,7 +409,7 @@ class _EntitySync:
         self.active = False
         self.window: tuple[int | None, int | None] = (None, None)
         self.filters: list[str] = []
-        self.slices: dict[str, dict[str, Any]] | None = None
+        self.slices: dict[str, SliceState] | None = None
         self.first_page: tuple[list[dict[str, Any]], int] = ([], 0)
         self.pages_to_slice = 0  # pages of a window too big for one page (0: nothing to share out)
         # Rows per page the server really serves: PAGE_LIMIT, or less on a deployment that caps its pages.
@@ -248,12 +434,13 @@ class _EntitySync:
             )
         )
 
-    def _read_prior(self) -> tuple[int | None, int | None, dict[str, dict[str, Any]] | None]:
+    def _read_prior(self) -> tuple[int | None, int | None, dict[str, SliceState] | None]:
         run = self.prior.get("run")
         if isinstance(run, dict):
             lower, upper, slices = run.get("lower"), run.get("upper"), run.get("slices")
             if _valid_bound(lower) and _valid_bound(upper) and _valid_slices(slices):
-                return lower, upper, slices
+                # Checked just above: the entry has the shape of a WindowState.
+                return lower, upper, cast("dict[str, SliceState] | None", slices)
             raise StateError(f"state: {self.stream.key} has a malformed 'run' entry")
         cursor = self.prior.get("cursor")
         if cursor is not None and not _valid_bound(cursor):
@@ -415,7 +602,7 @@ class _EntitySync:
         async def fetch(page: int) -> None:
             params: dict[str, str | int] = {"_fields": self.fields, "_limit": limit, "_page": page,
                                             "_filters": ",".join([*filters, *self.order])}  # fmt: skip
-            reply = await client.get_json(self.path, params, validate=_list_problem)
+            reply = await client.get_json(self.path, params, validate=_list_problem, stream=self.stream.key)
             records = reply.body["response"]
             found[page] = (self._rows(records), len(records))
 
@@ -430,7 +617,7 @@ class _EntitySync:
 
         async def fetch_count() -> None:
             params = {"_filters": ",".join(filters)} if filters else {}
-            reply = await client.get_json(f"{self.path}/count", params, validate=_count_problem)
+            reply = await client.get_json(f"{self.path}/count", params, validate=_count_problem, stream=self.stream.key)
             self.expected_rows = int(reply.body["response"]["count"])
 
         async def fetch_first() -> None:
@@ -448,15 +635,15 @@ class _EntitySync:
         if served >= self.page_size:
             self.pages_to_slice = max(1, math.ceil(count / self.page_size))
 
-    async def _plan(self, slice_budget: int) -> dict[str, dict[str, Any]]:
+    async def _plan(self, slice_budget: int) -> dict[str, SliceState]:
         filters = self.filters
         lower, upper = self.window
         rows0, served0 = self.first_page
-        run: dict[str, Any] = {"lower": lower, "upper": upper}
+        run: WindowState = {"lower": lower, "upper": upper}
         if served0 < self.page_size:
             # Everything fits in one page: one slice, already done.
             after = max((row["id"] for row in rows0), default=None)
-            run["slices"] = {"0": {"lo": None, "hi": None, "after": after, "done": True}}
+            run["slices"] = {"0": SliceState(lo=None, hi=None, after=after, done=True)}
             await self._send(rows0, [(("run",), run)], requests=2)
             return {}
         pages = self.pages_to_slice
@@ -473,10 +660,10 @@ class _EntitySync:
             rows = seed_pages[page][0]
             if rows and (starts[-1][1] is None or rows[0]["id"] > starts[-1][1]):
                 starts.append((page, rows[0]["id"]))
-        slices: dict[str, dict[str, Any]] = {}
+        slices: dict[str, SliceState] = {}
         for index, (_page, lo) in enumerate(starts):
             hi = starts[index + 1][1] if index + 1 < len(starts) else None
-            slices[str(index)] = {"lo": lo, "hi": hi, "after": None, "done": False}
+            slices[str(index)] = SliceState(lo=lo, hi=hi, after=None, done=False)
         run["slices"] = slices
         await self._send([], [(("run",), run)], requests=2 + len(seeds))  # count, first page, seeds
         logger.info(
@@ -485,7 +672,7 @@ class _EntitySync:
         # Deliver each slice's first page, then let the slices continue by keyset.
         if len(starts) == 1:
             self.sole_slice_served = served0
-        pending: dict[str, dict[str, Any]] = {}
+        pending: dict[str, SliceState] = {}
         for index, (page, _lo) in enumerate(starts):
             slice_id = str(index)
             bounds = slices[slice_id]
@@ -503,12 +690,12 @@ class _EntitySync:
                 paginator.update_state(None, kept, served=served, trimmed=trimmed)
             except ValueError as exc:
                 raise MalformedResponseError(str(exc), api="accelo", endpoint=f"GET {self.path}") from exc
-            bounds = {**bounds, "after": paginator.after, "done": not paginator.has_next_page}
+            bounds = _advanced(bounds, paginator)
             await self._send(kept, [(("run", "slices", slice_id), bounds)], requests=0)
             pending[slice_id] = bounds
         return pending
 
-    async def _run_slice(self, slice_id: str, bounds: dict[str, Any], filters: list[str]) -> None:
+    async def _run_slice(self, slice_id: str, bounds: SliceState, filters: list[str]) -> None:
         client = self.source._client
         paginator = IdKeysetPaginator(
             order=self.order,
@@ -521,7 +708,7 @@ class _EntitySync:
         params: dict[str, Any] = {"_fields": self.fields}
         paginator.init_request(params)
         while paginator.has_next_page:
-            reply = await client.get_json(self.path, params, validate=_list_problem)
+            reply = await client.get_json(self.path, params, validate=_list_problem, stream=self.stream.key)
             records = reply.body["response"]
             if records and paginator.last_short is not None:
                 # A short page was not the end after all: say so once per sync.
@@ -537,9 +724,14 @@ class _EntitySync:
                 )
             except ValueError as exc:
                 raise MalformedResponseError(str(exc), api="accelo", endpoint=f"GET {self.path}") from exc
-            bounds = {**bounds, "after": paginator.after, "done": not paginator.has_next_page}
+            bounds = _advanced(bounds, paginator)
             await self._send(kept, [(("run", "slices", slice_id), bounds)], requests=1)
             paginator.update_request(params)
+
+
+def _advanced(bounds: SliceState, paginator: IdKeysetPaginator) -> SliceState:
+    """The slice's state once the paginator has taken in a page: the last id upserted, and whether it ended."""
+    return SliceState(lo=bounds["lo"], hi=bounds["hi"], after=paginator.after, done=not paginator.has_next_page)
 
 
 def _valid_bound(value: Any) -> bool:

@@ -43,21 +43,24 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypedDict
 
+import httpx
 from anyio.abc import ObjectSendStream
 
-from .._exceptions import SourceError, StateError
-from .._http import ApiClient, Reply
+from .._config import ConfigReader, Key
+from .._exceptions import ConfigurationError, SourceError, StateError
+from .._http import ApiClient, ApiKeyAuth, Authenticator, Reply
 from .._keyset import KeySet
-from .._pagination import PageNumberPaginator, page_has_more
+from .._pagination import page_count, page_has_more
 from .._pipeline import Batch, fetch_in_order
+from .._redaction import Secret
+from .._source import SourceReport, SourceRun, report_conversions, without_userinfo
 from .._state import AddKeys
 from .._streams import RowConverter, Stream
-from ._common import SourceReport, report_conversions
 from ._reconcile import KeyTracker, SweepBudget
 
-__all__ = ["AWARDCO_STREAMS", "AwardcoSource"]
+__all__ = ["AWARDCO_STREAMS", "AwardcoSettings", "AwardcoSource", "AwardcoStreamState", "PagesState"]
 
 logger = logging.getLogger("syncflow")
 
@@ -89,6 +92,113 @@ USER = Stream(
     endpoint=USERS_PATH,
 )
 AWARDCO_STREAMS: Mapping[str, Stream] = {"user": USER}
+
+KEYS: tuple[Key, ...] = (
+    Key("awardco_api_key", "AwardCo API key", "Your AwardCo API key (sent as the apiKey header).", "secret",
+        aliases=("api_key",)),
+    Key("awardco_base_url", "AwardCo base URL", "Your AwardCo host, without a trailing /api.", "url",
+        placeholder="https://api.awardco.com", aliases=("base_url",)),
+    Key("awardco_requests_per_hour", "AwardCo requests per hour", "Client-side budget for AwardCo; the server's "
+        "rate-limit headers also apply.", "integer", "1000", "1000", minimum=1, aliases=("rate_limit",)),
+    Key("awardco_updated_since_param", "AwardCo incremental parameter", "Name of the query parameter AwardCo "
+        "filters updated users by.", default="updated_since", placeholder="updated_since",
+        aliases=("updated_since_param",)),
+)  # fmt: skip
+
+# The example connector's state key (an ISO timestamp), read once so its users resume; a day before it is re-read
+# (its cursor could run ahead of what it delivered), which upserts make harmless.
+_LEGACY_KEY = "last_sync_time"
+LEGACY_LOOKBACK = timedelta(days=1)
+
+
+class PagesState(TypedDict, total=False):
+    """A read under way: the frozen `updated_since`, the next sync's cursor, the next page to deliver and which
+    round of reads (pass) it is in (see the module docstring)."""
+
+    since: str | None
+    started: str | None
+    next_page: int
+    # "pass" (the round number) is a keyword: set as state["pass"], see _AwardcoRun._read_prior.
+
+
+class AwardcoStreamState(TypedDict, total=False):
+    """AwardCo's user stream in the state: the cursor (ISO-8601) and, mid-sync, the pages being read."""
+
+    cursor: str | None
+    run: PagesState
+    # Reconciliation (sources/_reconcile.py): the known employeeIds ("keys"), a sweep under way ("sweep") and when
+    # the last one completed ("swept").
+
+
+@dataclass(frozen=True)
+class AwardcoSettings:
+    api_key: Secret
+    base_url: str
+    requests_per_hour: int
+    updated_since_param: str = "updated_since"
+
+    def fingerprint(self) -> str:
+        return without_userinfo(self.base_url)
+
+    def authenticator(self, http: httpx.AsyncClient, *, api: str, max_response_bytes: int) -> Authenticator:
+        return ApiKeyAuth(self.api_key)
+
+
+class AwardcoSource:
+    """The AwardCo plug-in: an API key header, one stream of users paged by number."""
+
+    name = "awardco"
+    keys: tuple[Key, ...] = KEYS
+    streams: Mapping[str, Stream] = AWARDCO_STREAMS
+
+    def __repr__(self) -> str:
+        return "AwardcoSource()"
+
+    def configure(self, config: ConfigReader) -> AwardcoSettings | None:
+        budget = config.integer("awardco_requests_per_hour")
+        param = config.text("awardco_updated_since_param") or config.default("awardco_updated_since_param")
+        if not param.replace("_", "").isalnum():
+            raise ConfigurationError(f"{config.name('awardco_updated_since_param')}: expected a query parameter name")
+        key = config.text("awardco_api_key")
+        has_url = bool(config.text("awardco_base_url"))
+        if not key and not has_url:
+            return None
+        if not key:
+            raise ConfigurationError(f"{config.name('awardco_api_key')}: missing; set your AwardCo API key")
+        if not has_url:
+            raise ConfigurationError(
+                f"{config.name('awardco_base_url')}: missing; set your AwardCo host, e.g. https://api.awardco.com"
+            )
+        base_url = config.url("awardco_base_url", forbidden_suffixes=("/api/users", "/api"))
+        return AwardcoSettings(Secret(key), base_url, budget, param)
+
+    def mock_configuration(self) -> Mapping[str, str]:
+        # Imported only in mock mode: a real configuration never loads the simulator.
+        from ..sim import AWARDCO_API_KEY, MOCK_BASE_URL
+
+        return {"awardco_api_key": AWARDCO_API_KEY, "awardco_base_url": MOCK_BASE_URL}
+
+    def migrate_state(self, legacy: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+        value = legacy.get(_LEGACY_KEY)
+        if not isinstance(value, str) or not _optional_iso(value):
+            return {}
+        since = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+        return {USER.key: {"cursor": _iso(since - LEGACY_LOOKBACK)}}
+
+    def permission_hint(self, table: str) -> str:
+        return f"ask AwardCo to let this API key read {table}s"
+
+    async def run(self, run: SourceRun) -> None:
+        settings = run.settings
+        if not isinstance(settings, AwardcoSettings):
+            raise TypeError("AwardcoSource.run: expects the AwardcoSettings its configure() returned")
+        sync = _AwardcoRun(
+            run.client, run.send, concurrency=run.concurrency, start_date=run.start_date,
+            updated_since_param=settings.updated_since_param, clock_now=run.clock_now,
+            reconcile_every_seconds=run.reconcile_every_seconds, sweep_requests=run.sweep_requests,
+        )  # fmt: skip
+        await sync.run(run.prior, list(run.tables), report=run.report)
 
 
 def _iso(moment: datetime) -> str:
@@ -143,9 +253,10 @@ _OUT_OF_BUDGET = object()
 _QUIET_ROUNDS = 4
 
 
-class AwardcoSource:
+class _AwardcoRun:
+    """One sync of AwardCo's users: the incremental read in confirming rounds, then a sweep when one is due."""
+
     name = "awardco"
-    streams = AWARDCO_STREAMS
 
     def __init__(
         self,
@@ -219,12 +330,11 @@ class AwardcoSource:
         return (cursor if cursor is not None else self._start), None, 1, 1
 
     async def _fetch(self, since: str | None, page: int) -> Reply:
-        # Pages are addressed by number (fetched ahead in parallel), so each request gets its page's parameters.
-        params: dict[str, Any] = {}
-        PageNumberPaginator(per_page=PER_PAGE, first_page=page).init_request(params)
+        # Pages are addressed by number (fetched ahead in parallel): each request names its own page.
+        params: dict[str, Any] = {"per_page": PER_PAGE, "page": page}
         if since is not None:
             params[self._param] = since
-        return await self._client.get_json(USERS_PATH, params, validate=_users_problem)
+        return await self._client.get_json(USERS_PATH, params, validate=_users_problem, stream=USER.key)
 
     async def _pages_in_order(
         self, since: str | None, where: str, seen: _Round, view: KeySet, union: KeySet, pages: Iterable[int],
@@ -301,16 +411,15 @@ class AwardcoSource:
                 seen.out_of_budget = True
                 return
             first = await self._fetch(since, page)
-        paginator = PageNumberPaginator(per_page=PER_PAGE, first_page=page)
-        paginator.update_state(first.body, first.body["users"])
+        pages = page_count(first.body, PER_PAGE)
         total = first.body.get("total")
         if isinstance(total, int):
             self._expected = total
         more = await self._deliver(first, where, page, seen, view, union)
-        if more and paginator.total_pages is not None and paginator.total_pages > page:
+        if more and pages is not None and pages > page:
             # The API said how many pages there are: fetch them all in parallel, deliver in order.
             page, more = await self._pages_in_order(since, where, seen, view, union,
-                                                    range(page + 1, paginator.total_pages + 1),
+                                                    range(page + 1, pages + 1),
                                                     self._concurrency, budget)  # fmt: skip
         if more and not seen.out_of_budget:
             # No total (or more users than it said, created mid-sync): follow has_more, a few pages ahead.
