@@ -148,7 +148,7 @@ def _check_pipeline(case: Pipeline) -> None:
             async with anyio.create_task_group() as slices_tg:
                 for s in range(len(slices)):
                     slices_tg.start_soon(run_slice, s)
-        await send.send(Batch("src.t", "src", "t", [], [((), {"cursor": "complete"})], checkpoint=True))
+        await send.send(Batch("src.t", "src", "t", [], [((), {"cursor": "complete"})]))
         return "finished"
 
     sink = RecordingSink()

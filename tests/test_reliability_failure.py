@@ -364,9 +364,6 @@ class InterruptingProgress:
         if self.batches == self.at:
             raise KeyboardInterrupt
 
-    def on_checkpoint(self) -> None:
-        return None
-
     def close(self) -> None:
         return None
 

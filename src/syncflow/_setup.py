@@ -23,6 +23,7 @@ from ._exceptions import AuthenticationError, BudgetExhausted, HTTPStatusError, 
 from ._http import ApiClient, ApiKeyAuth, OAuth2ClientCredentials, RateStatistics, RetryPolicy
 from ._redaction import redact_text
 from ._sync import _Producer, available_streams, make_simulator
+from .sources.accelo import TOKEN_PATH
 
 __all__ = ["ApiProbe", "SetupReport", "probe"]
 
@@ -129,7 +130,7 @@ async def _probe_accelo(
     assert accelo is not None
     result.requests_per_hour = accelo.requests_per_hour
     auth = OAuth2ClientCredentials(
-        http, "/oauth2/v0/token", api="accelo", client_id=accelo.client_id, client_secret=accelo.client_secret,
+        http, TOKEN_PATH, api="accelo", client_id=accelo.client_id, client_secret=accelo.client_secret,
         max_response_bytes=settings.max_response_bytes,
     )  # fmt: skip
     client = ApiClient(
@@ -137,7 +138,7 @@ async def _probe_accelo(
         max_response_bytes=settings.max_response_bytes,
     )  # fmt: skip
     try:
-        await client.call("POST /oauth2/v0/token", auth.token)
+        await client.call(f"POST {TOKEN_PATH}", auth.token)
     except SourceError as exc:
         result.credentials = f"{exc}" if isinstance(exc, AuthenticationError) else f"{exc}; check accelo_base_url"
         return
