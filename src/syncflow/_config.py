@@ -25,6 +25,7 @@ from ._exceptions import ConfigurationError
 from ._http._body import DEFAULT_MAX_RESPONSE_MB, MAX_RESPONSE_KEY
 from ._http._origin import cleartext_problem
 from ._redaction import Secret
+from ._time import parse_iso8601
 
 __all__ = [
     "KEYS",
@@ -393,14 +394,12 @@ def _parse_start_date(reader: _Reader) -> datetime | None:
     if not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = parse_iso8601(value)
     except ValueError:
         raise ConfigurationError(
             f"{reader.name('start_date')}: expected an ISO-8601 date such as 2024-01-01 or 2024-01-01T00:00:00Z, "
             f"got {value!r}"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc)
 
 

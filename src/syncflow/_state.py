@@ -20,12 +20,13 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from ._exceptions import StateError
+from ._time import parse_iso8601
 
-__all__ = ["STATE_VERSION", "StateDocument", "StatePatch", "set_op"]
+__all__ = ["STATE_VERSION", "StateDocument", "StatePatch"]
 
 logger = logging.getLogger("syncflow")
 
@@ -46,10 +47,6 @@ _LEGACY_ACCELO_KEYS = {
     "jobs": ("last_job_sync", "last_jobs_sync"),
 }
 _LEGACY_AWARDCO_KEY = "last_sync_time"
-
-
-def set_op(path: Sequence[str], value: Any) -> tuple[tuple[str, ...], Any]:
-    return (tuple(path), value)
 
 
 class StateDocument:
@@ -151,10 +148,9 @@ def _parse_iso(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_iso8601(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _migrate_legacy(raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from .._http import ApiClient, Reply
 from .._pagination import PageNumberPaginator, page_has_more
 from .._pipeline import Batch, fetch_in_order
 from .._streams import RowConverter, Stream
+from .._time import parse_iso8601
 from ._common import SourceReport, report_conversions
 
 __all__ = ["AWARDCO_STREAMS", "AwardcoSource"]
@@ -200,7 +201,7 @@ def _optional_iso(value: Any) -> bool:
     if not isinstance(value, str):
         return False
     try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parse_iso8601(value)
     except ValueError:
         return False
     return True
