@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -30,6 +32,7 @@ from syncflow import (
     TransportError,
 )
 from syncflow._http import ApiClient, ApiKeyAuth, Authenticator, OAuth2ClientCredentials, RateGate, RetryPolicy
+from syncflow._http._errors import describe_transport_error
 
 BASE = "https://api.example.test"
 TOKEN = "/oauth2/v0/token"
@@ -396,6 +399,55 @@ def test_transport_failures_become_transport_errors_naming_the_host(
     # The page GET and the token POST go through one mapping: the same cause, in the same words.
     assert messages["/api/v0/jobs"] == f"accelo GET /api/v0/jobs: api.example.test: {cause}; retries exhausted"
     assert messages[TOKEN] == f"accelo POST {TOKEN}: token request failed: api.example.test: {cause}; retries exhausted"
+
+
+def _wrapping(cause: BaseException) -> httpx.ConnectError:
+    error = httpx.ConnectError("connect failed", request=httpx.Request("GET", "https://acme.api.accelo.com/x"))
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("cause", "phrase"),
+    [
+        (socket.gaierror(-2, "Name or service not known"), "DNS lookup failed"),
+        (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
+        (ConnectionResetError(104, "Connection reset by peer"), "connection reset by the peer"),
+        (ssl.SSLCertVerificationError(1, "certificate verify failed"), "TLS certificate verification failed"),
+        (ssl.SSLError(1, "wrong version number"), "TLS handshake failed"),
+    ],
+)
+def test_a_connection_failure_says_why_from_the_socket_error_httpx_wraps(cause: BaseException, phrase: str) -> None:
+    # Called directly: respx re-raises a side effect's exception from its own wrapper, which replaces the chain
+    # this reads (httpx's error raised from the socket's).
+    text = describe_transport_error(_wrapping(cause), "fallback")
+    assert text.startswith("acme.api.accelo.com: ") and phrase in text, text
+
+
+def test_an_untrusted_certificate_is_not_retried_and_says_how_to_trust_a_proxy() -> None:
+    sent: list[str] = []
+    refused = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    refused.verify_message = "self-signed certificate in certificate chain"  # as ssl sets it
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        sent.append(f"{request.method} {request.url.path}")
+        raise httpx.ConnectError("[SSL] certificate verify failed", request=request) from refused
+
+    async def scenario(path: str) -> None:
+        # httpx's MockTransport, not respx: the certificate error must stay on the chain (see above).
+        async with httpx.AsyncClient(base_url=BASE, transport=httpx.MockTransport(refuse)) as http:
+            auth = oauth(http)
+            if path == TOKEN:
+                await client(http, auth).call(f"POST {TOKEN}", auth.token)
+            else:
+                await client(http).get_json(path, {})
+
+    said = r"TLS certificate not trusted \(self-signed certificate in certificate chain\).*set ca_bundle"
+    for path in ("/api/v0/jobs", TOKEN):
+        with pytest.raises(SourceError, match=said) as caught:
+            run(lambda path=path: scenario(path))  # type: ignore[misc]
+        assert not isinstance(caught.value, TransportError)  # not retryable: a refused certificate stays refused
+    assert sent == ["GET /api/v0/jobs", f"POST {TOKEN}"]
 
 
 @pytest.mark.parametrize(
