@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import RecordingSink, assert_matches_truth, sim_configuration, sync_once
 from support.helpers import RuleTransport, durable_sink, leaked, text_of
+from support.sim import RecordingSink, assert_matches_truth, sim_configuration, sync_once
 from syncflow import ConfigurationError, Settings
 from syncflow._exceptions import (
     AuthenticationError,

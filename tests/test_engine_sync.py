@@ -9,8 +9,8 @@ import anyio
 import httpx
 import pytest
 
-from conftest import RecordingSink, assert_matches_truth, sim_configuration, sync_once
 from support.helpers import assert_checkpoints_safe, durable_sink
+from support.sim import RecordingSink, assert_matches_truth, sim_configuration, sync_once
 from syncflow import HTTPStatusError, Settings, StreamsFailed
 from syncflow._state import StateDocument
 from syncflow._sync import run_sync

@@ -13,7 +13,7 @@ from anyio.abc import ObjectSendStream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import RecordingSink
+from support.sim import RecordingSink
 from syncflow._pipeline import Batch, fetch_in_order, run_pipeline
 from syncflow._state import StateDocument
 

@@ -18,7 +18,7 @@ import pytest
 
 import syncflow
 import syncflow._sync
-from conftest import SIM_URL, RecordingSink, assert_matches_truth, sim_configuration, sync_once
+from support.sim import SIM_URL, RecordingSink, assert_matches_truth, sim_configuration, sync_once
 from syncflow import Settings, SyncflowError
 from syncflow._http import RateGate
 from syncflow._state import StateDocument

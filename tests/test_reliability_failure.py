@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import RecordingSink, assert_matches_truth, sim_configuration, sync_once
 from support.helpers import RuleTransport, assert_checkpoints_safe, durable_sink
+from support.sim import RecordingSink, assert_matches_truth, sim_configuration, sync_once
 from syncflow import Settings
 from syncflow._exceptions import AuthenticationError, HTTPStatusError, PermissionDenied, StreamsFailed
 from syncflow._http import RetryPolicy

@@ -23,8 +23,8 @@ import pytest
 import trustme
 import uvicorn
 
-from conftest import RecordingSink, sim_configuration
 from support.helpers import RuleTransport
+from support.sim import RecordingSink, sim_configuration
 from syncflow import Settings
 from syncflow._config import AwardcoSettings
 from syncflow._exceptions import ConfigurationError, MalformedResponseError, SourceError, SyncflowError
