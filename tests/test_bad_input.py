@@ -17,11 +17,12 @@ import pytest
 
 from support.helpers import RuleTransport, durable_sink, leaked, text_of
 from support.sim import RecordingSink, assert_matches_truth, sim_configuration, sync_once
-from syncflow import ConfigurationError, Settings
-from syncflow._exceptions import (
+from syncflow import (
     AuthenticationError,
+    ConfigurationError,
     HTTPStatusError,
     MalformedResponseError,
+    Settings,
     StateError,
     StreamsFailed,
     SyncflowError,

@@ -15,8 +15,7 @@ import pytest
 
 from support.helpers import RuleTransport, assert_checkpoints_safe, durable_sink
 from support.sim import RecordingSink, assert_matches_truth, sim_configuration, sync_once
-from syncflow import Settings
-from syncflow._exceptions import AuthenticationError, HTTPStatusError, PermissionDenied, StreamsFailed
+from syncflow import AuthenticationError, HTTPStatusError, PermissionDenied, Settings, StreamsFailed
 from syncflow._http import RetryPolicy
 from syncflow._http._client import RetryWindow
 from syncflow._state import StateDocument

@@ -15,8 +15,7 @@ import pytest
 
 from support.helpers import RuleTransport, assert_checkpoints_safe, durable_sink
 from support.sim import RecordingSink, assert_matches_truth, sync_once
-from syncflow import Settings
-from syncflow._exceptions import HTTPStatusError, StreamsFailed
+from syncflow import HTTPStatusError, Settings, StreamsFailed
 from syncflow._state import StateDocument
 from syncflow._sync import run_sync
 from syncflow.sim import Faults, Simulator

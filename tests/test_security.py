@@ -25,12 +25,17 @@ import uvicorn
 
 from support.helpers import RuleTransport
 from support.sim import RecordingSink, sim_configuration
-from syncflow import Settings
-from syncflow._config import AwardcoSettings
-from syncflow._exceptions import ConfigurationError, MalformedResponseError, SourceError, SyncflowError
+from syncflow import (
+    AwardcoSettings,
+    ConfigurationError,
+    MalformedResponseError,
+    Secret,
+    Settings,
+    SourceError,
+    SyncflowError,
+)
 from syncflow._http._body import _SLICE, _Inflater, read_bounded
 from syncflow._http._origin import origin_guard, redirect_error
-from syncflow._redaction import Secret
 from syncflow._state import StateDocument
 from syncflow._sync import run_sync, tls_verification
 from syncflow.sim import SimConfig, Simulator
