@@ -55,3 +55,12 @@ def test_the_slice_budget_is_shared_in_proportion_to_the_work() -> None:
     assert sum(shares.values()) <= 16 + 3  # about the concurrency: the pages held while planning stay bounded
     assert 400 // shares["big"] >= MIN_PAGES_PER_SLICE
     assert allocate_slices({"a": 10_000}, 16) == {"a": 16}  # a single huge table uses the whole budget
+
+
+def test_the_served_page_size_is_read_one_way_for_has_more_and_for_total_pages() -> None:
+    # A capped size the server states counts for both; anything else (a JSON true, zero, more than asked) for neither.
+    for served, size in ((50, 50), (True, 100), (0, 100), (500, 100), ("50", 100)):
+        paginator = PageNumberPaginator(per_page=100)
+        paginator.update_state({"users": [], "per_page": served, "total": 250}, [{}] * size)
+        assert paginator.has_next_page, served
+        assert paginator.total_pages == -(-250 // size), (served, paginator.total_pages)
