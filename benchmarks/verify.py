@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from syncflow._time import parse_iso8601
 from syncflow.sources.accelo import ACCELO_STREAMS
 from syncflow.sources.awardco import USER
 
@@ -45,7 +46,7 @@ def _epoch(value: Any) -> int | None:
     if text.lstrip("-").isdigit():
         seconds = int(text)
         return seconds if seconds > 0 else None  # syncflow stores Accelo's 0 ("never") as null
-    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+    return int(parse_iso8601(text).timestamp())  # an offset-less value is UTC, as syncflow writes it
 
 
 def _tables() -> list[tuple[str, str, str, str | None]]:

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
-from conftest import RecordingSink, sim_configuration, sync_once
+from support.sim import RecordingSink, sim_configuration, sync_once
 from syncflow import Settings
 from syncflow._state import StateDocument
 from syncflow._sync import run_sync

@@ -19,7 +19,7 @@ import duckdb
 import pytest
 import uvicorn
 
-from syncflow._streams import Stream
+from syncflow import Stream
 from syncflow.sim import ACCELO_CLIENT_ID, ACCELO_CLIENT_SECRET, SimConfig, Simulator
 from syncflow.sources import ACCELO_STREAMS
 

@@ -15,13 +15,14 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import RecordingSink, assert_matches_truth, sim_configuration, sync_once
 from support.helpers import RuleTransport, durable_sink, leaked, text_of
-from syncflow import ConfigurationError, Settings
-from syncflow._exceptions import (
+from support.sim import RecordingSink, assert_matches_truth, sim_configuration, sync_once
+from syncflow import (
     AuthenticationError,
+    ConfigurationError,
     HTTPStatusError,
     MalformedResponseError,
+    Settings,
     StateError,
     StreamsFailed,
     SyncflowError,

@@ -26,9 +26,9 @@ from syncflow.fivetran import configuration_form, schema
 from syncflow.sim import SimConfig, Simulator
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import SIM_URL
 from support.crash import make_project, run_debug
 from support.helpers import RuleTransport
+from support.sim import SIM_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = all_keys().keys  # the engine's and every built-in source's

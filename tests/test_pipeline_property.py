@@ -13,7 +13,7 @@ from anyio.abc import ObjectSendStream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import RecordingSink
+from support.sim import RecordingSink
 from syncflow._pipeline import Batch, fetch_in_order, run_pipeline
 from syncflow._state import StateDocument
 
@@ -148,7 +148,7 @@ def _check_pipeline(case: Pipeline) -> None:
             async with anyio.create_task_group() as slices_tg:
                 for s in range(len(slices)):
                     slices_tg.start_soon(run_slice, s)
-        await send.send(Batch("src.t", "src", "t", [], [((), {"cursor": "complete"})], checkpoint=True))
+        await send.send(Batch("src.t", "src", "t", [], [((), {"cursor": "complete"})]))
         return "finished"
 
     sink = RecordingSink()

@@ -58,3 +58,20 @@ def _text(output: Any) -> str:
     if output.get("output_type") == "stream":
         return str(output.get("text", ""))
     return str(output.get("data", {}).get("text/plain", ""))
+
+
+def test_the_periodic_progress_line_has_rows_pages_rate_budget_and_eta(caplog: Any) -> None:
+    import logging
+
+    from syncflow._http import RateStatistics
+    from syncflow._pipeline import Batch
+    from syncflow._progress import LogProgress
+
+    progress = LogProgress(every_seconds=0.0)
+    budget = RateStatistics("accelo", 10, 10, 0, 4, 4990, None, 0, 0.0)
+    progress.on_start(lambda: {"accelo": budget})
+    with caplog.at_level(logging.INFO, logger="syncflow"):
+        progress.on_batch(Batch("accelo.jobs", "accelo", "jobs", [{"id": 1}] * 100, requests=1, total_rows=400))
+    line = caplog.records[-1].getMessage()
+    assert line.startswith("accelo.jobs: 100 rows, 1 pages, 1 requests (")
+    assert "25% of ~400" in line and "ETA" in line and "accelo budget: 4990 requests left" in line

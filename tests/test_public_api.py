@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 import syncflow
-from conftest import RecordingSink, sim_configuration
+from support.sim import RecordingSink, sim_configuration
 from syncflow.sim import SimConfig, Simulator
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import RecordingSink, assert_matches_truth, sync_once, truth_keys
 from support.helpers import durable_sink
+from support.sim import RecordingSink, assert_matches_truth, sync_once, truth_keys
 from syncflow._exceptions import StateError
 from syncflow._keyset import KeySet
 from syncflow._state import AddKeys, RemoveKeys, StateDocument
@@ -298,7 +298,7 @@ def test_to_duckdb_soft_deletes_removed_staff_and_a_re_upsert_revives_a_row(make
     import duckdb
 
     import syncflow
-    from conftest import sim_configuration
+    from support.sim import sim_configuration
     from syncflow._duckdb import DuckDBSink
     from syncflow.sources import ACCELO_STREAMS
 
@@ -327,7 +327,7 @@ def test_to_duckdb_soft_deletes_removed_staff_and_a_re_upsert_revives_a_row(make
 
 def test_extract_hands_over_deletes_as_pages(make_sim: MakeSim) -> None:
     import syncflow
-    from conftest import sim_configuration
+    from support.sim import sim_configuration
 
     sim = make_sim()
     configuration = sim_configuration(sources="accelo")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import re
 import socket
-import ssl
 import time
 import types
 from collections.abc import Callable
@@ -15,15 +14,13 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 import syncflow
 import syncflow._sync
-from conftest import SIM_URL, RecordingSink, assert_matches_truth, sim_configuration, sync_once
+from support.sim import SIM_URL, RecordingSink, assert_matches_truth, sim_configuration, sync_once
 from syncflow import AcceloSettings, Settings, SyncflowError
 from syncflow._http import RateGate
-from syncflow._http._auth import describe_transport_error
 from syncflow._state import StateDocument
 from syncflow._sync import run_sync
 from syncflow.sim import Faults, Mutation, Simulator
@@ -264,26 +261,6 @@ def test_a_refused_connection_names_the_host_and_the_cause() -> None:
     assert "127.0.0.1" in message and "connection refused" in message, message
     assert "token" in message and "retries exhausted" in message
     assert "\n" not in message and "s3cr3t" not in message
-
-
-def _error_from(cause: BaseException) -> httpx.ConnectError:
-    error = httpx.ConnectError("connect failed", request=httpx.Request("GET", "https://acme.api.accelo.com/x"))
-    error.__cause__ = cause
-    return error
-
-
-@pytest.mark.parametrize(
-    ("cause", "phrase"),
-    [
-        (socket.gaierror(-2, "Name or service not known"), "DNS lookup failed"),
-        (ConnectionRefusedError(111, "Connection refused"), "connection refused"),
-        (ssl.SSLCertVerificationError(1, "certificate verify failed"), "TLS certificate verification failed"),
-        (ssl.SSLError(1, "wrong version number"), "TLS handshake failed"),
-    ],
-)
-def test_connection_errors_say_why(cause: BaseException, phrase: str) -> None:
-    text = describe_transport_error(_error_from(cause), "fallback")
-    assert text.startswith("acme.api.accelo.com: ") and phrase in text, text
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -14,8 +14,8 @@ import duckdb
 import pytest
 
 import syncflow
-from conftest import RecordingSink, assert_matches_truth, sim_configuration, sync_once, truth_keys
 from support.helpers import assert_checkpoints_safe, durable_sink
+from support.sim import RecordingSink, assert_matches_truth, sim_configuration, sync_once, truth_keys
 from syncflow._state import StateDocument
 from syncflow.sim import Simulator
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import RecordingSink, assert_matches_truth, sync_once
+from support.sim import RecordingSink, assert_matches_truth, sync_once
 from syncflow._state import StateDocument
 from syncflow.sim import Mutation, Simulator
 

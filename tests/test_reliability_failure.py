@@ -13,10 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import RecordingSink, assert_matches_truth, sim_configuration, sync_once
 from support.helpers import RuleTransport, assert_checkpoints_safe, durable_sink
-from syncflow import Settings
-from syncflow._exceptions import AuthenticationError, HTTPStatusError, PermissionDenied, StreamsFailed
+from support.sim import RecordingSink, assert_matches_truth, sim_configuration, sync_once
+from syncflow import AuthenticationError, HTTPStatusError, PermissionDenied, Settings, StreamsFailed
 from syncflow._http import RetryPolicy
 from syncflow._http._client import RetryWindow
 from syncflow._state import StateDocument
@@ -363,9 +362,6 @@ class InterruptingProgress:
         self.batches += 1
         if self.batches == self.at:
             raise KeyboardInterrupt
-
-    def on_checkpoint(self) -> None:
-        return None
 
     def close(self) -> None:
         return None

@@ -13,15 +13,14 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from conftest import RecordingSink, assert_matches_truth, sync_once
 from support.helpers import RuleTransport, assert_checkpoints_safe, durable_sink
-from syncflow import Settings
-from syncflow._exceptions import HTTPStatusError, StreamsFailed
+from support.sim import RecordingSink, assert_matches_truth, sync_once
+from syncflow import HTTPStatusError, Settings, StreamsFailed
 from syncflow._state import StateDocument
 from syncflow._sync import run_sync
 from syncflow.sim import Faults, Simulator
 
-from conftest import sim_configuration  # isort: skip
+from support.sim import sim_configuration  # isort: skip
 
 FAULTS = dict(error_rate=0.05, drop_rate=0.02, malformed_rate=0.01, slow_rate=0.03, slow_seconds=0.15)
 # The rates alone may not draw every kind in a small sync: force one of each early on, so every kind is exercised.

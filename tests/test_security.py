@@ -23,13 +23,18 @@ import pytest
 import trustme
 import uvicorn
 
-from conftest import RecordingSink, sim_configuration
 from support.helpers import RuleTransport
-from syncflow import Settings
-from syncflow._exceptions import ConfigurationError, MalformedResponseError, SourceError, SyncflowError
+from support.sim import RecordingSink, sim_configuration
+from syncflow import (
+    ConfigurationError,
+    MalformedResponseError,
+    Secret,
+    Settings,
+    SourceError,
+    SyncflowError,
+)
 from syncflow._http._body import _SLICE, _Inflater, read_bounded
 from syncflow._http._origin import origin_guard, redirect_error
-from syncflow._redaction import Secret
 from syncflow._state import StateDocument
 from syncflow._sync import run_sync, tls_verification
 from syncflow.sim import SimConfig, Simulator

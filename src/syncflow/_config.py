@@ -30,6 +30,7 @@ from ._exceptions import ConfigurationError
 from ._http._body import DEFAULT_MAX_RESPONSE_MB, MAX_RESPONSE_KEY
 from ._http._origin import cleartext_problem
 from ._redaction import Secret
+from ._time import parse_iso8601
 
 if TYPE_CHECKING:
     from ._source import Source, SourceSettings
@@ -454,14 +455,12 @@ def _parse_start_date(reader: ConfigReader) -> datetime | None:
     if not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = parse_iso8601(value)
     except ValueError:
         raise ConfigurationError(
             f"{reader.name('start_date')}: expected an ISO-8601 date such as 2024-01-01 or 2024-01-01T00:00:00Z, "
             f"got {value!r}"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.astimezone(timezone.utc)
 
 

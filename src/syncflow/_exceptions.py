@@ -12,9 +12,10 @@
         └── BudgetExhausted       the rate budget is spent and its reset is further than the allowed wait
     └── StreamsFailed             one or more streams failed for good; every other stream completed (a summary)
 
-Foreign errors (httpx, json) are converted into this tree at one boundary, `syncflow._http._client`, with
-``raise ... from exc`` so the original stays on ``__cause__``. No message ever contains a secret: URLs are redacted
-before they are put into one.
+Foreign errors are converted into this tree in the HTTP layer, with ``raise ... from exc`` so the original stays on
+``__cause__``: httpx's transport failures in one place, `syncflow._http._errors.send`, statuses and bodies in
+`syncflow._http._client` (and the token request's in `_auth`). No message ever contains a secret: an endpoint is
+named by method and path, and the one URL a message may carry (a redirect's Location, a refused origin) is redacted.
 """
 
 from __future__ import annotations

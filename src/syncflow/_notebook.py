@@ -101,9 +101,6 @@ class TqdmProgress:
             bar.refresh()
         bar.update(len(batch.rows))
 
-    def on_checkpoint(self) -> None:
-        return None
-
     def close(self) -> None:
         if self._text is not None:
             self._text.flush(time.monotonic())

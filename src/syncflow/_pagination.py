@@ -108,10 +108,8 @@ def page_count(body: Any, per_page: int) -> int | None:
     Counted by the page size the server says it used when it caps `per_page` below what was asked.
     """
     total = body.get("total") if isinstance(body, Mapping) else None
-    served_size = body.get("per_page") if isinstance(body, Mapping) else None
-    size = served_size if isinstance(served_size, int) and 0 < served_size < per_page else per_page
     if isinstance(total, (int, str)) and not isinstance(total, bool) and str(total).isdigit():
-        return max(1, math.ceil(int(total) / size))
+        return max(1, math.ceil(int(total) / served_page_size(body, per_page)))
     return None
 
 
@@ -124,7 +122,15 @@ def page_has_more(body: Any, rows: int, per_page: int) -> bool:
     has_more = body.get("has_more") if isinstance(body, Mapping) else None
     if isinstance(has_more, bool):
         return has_more
-    served_size = body.get("per_page") if isinstance(body, Mapping) else None
-    if isinstance(served_size, int) and not isinstance(served_size, bool) and 0 < served_size < per_page:
-        per_page = served_size
-    return rows > 0 and rows >= per_page
+    return rows > 0 and rows >= served_page_size(body, per_page)
+
+
+def served_page_size(body: Any, per_page: int) -> int:
+    """The page size the server says it used when it capped ours (`per_page` in the body, 0 < it < ours), else ours.
+
+    The one reading of the served size, for both "was this page full" and "how many pages does `total` make".
+    """
+    served = body.get("per_page") if isinstance(body, Mapping) else None
+    if isinstance(served, int) and not isinstance(served, bool) and 0 < served < per_page:
+        return served
+    return per_page

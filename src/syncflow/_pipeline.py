@@ -58,7 +58,6 @@ class Batch:
     table: str
     rows: Sequence[Mapping[str, Any]]
     patch: StatePatch = ()
-    checkpoint: bool = False  # checkpoint right after this batch (a stream finished)
     requests: int = 0  # requests this batch cost (for progress)
     total_rows: int | None = None  # the stream's expected rows when known (for progress and ETA)
     # Primary keys ({column: value}) of records gone at the source, soft-deleted after this batch's upserts and
@@ -81,8 +80,6 @@ class Progress(Protocol):
         """`budgets()` returns each API's live `RateStatistics` (safe to call from the drain thread)."""
 
     def on_batch(self, batch: Batch) -> None: ...
-
-    def on_checkpoint(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -142,7 +139,7 @@ def iterate_pipeline(
                     now = time.monotonic()
                     stats.spans[batch.stream] = (stats.spans.get(batch.stream, (started, now))[0], now)
                     due = rows_since >= checkpoint_every_rows or now - last_checkpoint >= checkpoint_every_seconds
-                    if on_checkpoint is not None and (batch.checkpoint or due):
+                    if on_checkpoint is not None and due:
                         on_checkpoint(state.as_dict())
                         stats.checkpoints += 1
                         applied_since_checkpoint = False

@@ -57,9 +57,6 @@ class LogProgress:
         for name, p in sorted(self._streams.items()):
             self._write(f"{_line(name, p, now)}{_budget(budgets.get(name.split('.', 1)[0]))}")
 
-    def on_checkpoint(self) -> None:
-        return None
-
     def close(self) -> None:
         return None
 

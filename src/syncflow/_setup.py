@@ -25,6 +25,7 @@ from ._http import ApiClient, ApiKeyAuth, OAuth2ClientCredentials, RateStatistic
 from ._redaction import redact_text
 from ._sync import _Producer, available_streams
 from .sources import AcceloSettings, AwardcoSettings
+from .sources.accelo import TOKEN_PATH
 
 __all__ = ["ApiProbe", "SetupReport", "probe"]
 
@@ -138,7 +139,7 @@ async def _probe_accelo(
         max_response_bytes=settings.max_response_bytes,
     )  # fmt: skip
     try:
-        await client.call("POST /oauth2/v0/token", auth.token)
+        await client.call(f"POST {TOKEN_PATH}", auth.token)
     except SourceError as exc:
         result.credentials = f"{exc}" if isinstance(exc, AuthenticationError) else f"{exc}; check accelo_base_url"
         return

@@ -30,7 +30,7 @@ from ._keyset import Key, KeySet
 if TYPE_CHECKING:
     from ._source import Source
 
-__all__ = ["STATE_VERSION", "AddKeys", "RemoveKeys", "StateDocument", "StatePatch", "set_op"]
+__all__ = ["STATE_VERSION", "AddKeys", "RemoveKeys", "StateDocument", "StatePatch"]
 
 logger = logging.getLogger("syncflow")
 
@@ -38,10 +38,6 @@ STATE_VERSION = 1
 
 # A path from the stream's entry down, and the value to put there (None deletes the key).
 StatePatch = Sequence[tuple[tuple[str, ...], Any]]
-
-def set_op(path: Sequence[str], value: Any) -> tuple[tuple[str, ...], Any]:
-    return (tuple(path), value)
-
 
 class AddKeys:
     """A patch value: add these primary keys to the key set at the patch's path (created empty when absent).

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["Column", "RowConverter", "Stream", "converter_for", "decimal_params"]
+from ._time import parse_iso8601
+
+__all__ = ["RowConverter", "Stream", "converter_for", "decimal_params"]
 
 logger = logging.getLogger("syncflow")
 
@@ -157,8 +159,7 @@ def _to_utc_datetime(value: Any) -> datetime | None:
             text = value.strip()
             if not text:
                 return None
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+            return parse_iso8601(text)
         return _from_unix(seconds) if seconds > 0 else None  # Accelo writes 0 for "never"
     if value is None:
         return None
@@ -211,12 +212,6 @@ def _schema_type(kind: str) -> str | dict[str, Any]:
     if params is None:
         return kind
     return {"type": "DECIMAL", "precision": params[0], "scale": params[1]}
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: str
 
 
 @dataclass(frozen=True)

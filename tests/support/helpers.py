@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from conftest import RecordingSink
+from support.sim import RecordingSink
 from syncflow.sim import Simulator
 
 # A rule sees the request and how many requests (1-based, this one included) were made to its path so far; it

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import email.utils
 import logging
-import socket
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,12 +12,13 @@ from typing import Protocol
 import anyio
 import httpx
 
-from .._exceptions import AuthenticationError, HTTPStatusError, MalformedResponseError, TransportError
+from .._exceptions import AuthenticationError, HTTPStatusError, MalformedResponseError
 from .._redaction import Secret
-from ._body import DEFAULT_MAX_RESPONSE_MB, read_bounded
-from ._origin import redirect_error, untrusted_certificate
+from ._body import DEFAULT_MAX_RESPONSE_MB
+from ._errors import meta_message, send
+from ._origin import redirect_error
 
-__all__ = ["ApiKeyAuth", "Authenticator", "OAuth2ClientCredentials", "describe_transport_error", "server_time"]
+__all__ = ["ApiKeyAuth", "Authenticator", "OAuth2ClientCredentials", "server_time"]
 
 logger = logging.getLogger("syncflow")
 
@@ -36,48 +35,6 @@ def server_time(response: httpx.Response) -> float | None:
         return email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
         return None
-
-
-def describe_transport_error(exc: httpx.TransportError, fallback_host: str) -> str:
-    """One short phrase naming the host and why the connection failed (refused, DNS, TLS, reset), never the URL.
-
-    httpx wraps the socket's own error; the cause is read from that chain so the user sees what to fix.
-    """
-    try:
-        host = exc.request.url.host or fallback_host
-    except RuntimeError:  # an error raised before a request was attached
-        host = fallback_host
-    if isinstance(exc, httpx.TimeoutException):
-        return f"{host}: timed out ({type(exc).__name__})"
-    cause: BaseException | None = exc
-    seen = 0
-    while cause is not None and seen < 10:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            detail = getattr(cause, "verify_message", None) or "untrusted certificate"
-            return f"{host}: TLS certificate verification failed ({detail})"
-        if isinstance(cause, ssl.SSLError):
-            return f"{host}: TLS handshake failed ({getattr(cause, 'reason', None) or type(cause).__name__})"
-        if isinstance(cause, socket.gaierror):
-            return f"{host}: DNS lookup failed (the host name does not resolve)"
-        if isinstance(cause, ConnectionRefusedError):
-            return f"{host}: connection refused (nothing listens on that port)"
-        if isinstance(cause, ConnectionResetError):
-            return f"{host}: connection reset by the peer"
-        cause = cause.__cause__ or cause.__context__
-        seen += 1
-    text = str(exc).lower()
-    # anyio and httpcore sometimes keep only the message; recognise the usual ones.
-    for needle, phrase in (
-        ("name or service not known", "DNS lookup failed (the host name does not resolve)"),
-        ("nodename nor servname", "DNS lookup failed (the host name does not resolve)"),
-        ("temporary failure in name resolution", "DNS lookup failed (temporary failure in name resolution)"),
-        ("connection refused", "connection refused (nothing listens on that port)"),
-        ("certificate verify failed", "TLS certificate verification failed"),
-        ("ssl", "TLS handshake failed"),
-    ):
-        if needle in text:
-            return f"{host}: {phrase}"
-    return f"{host}: connection failed ({type(exc).__name__})"
 
 
 class Authenticator(Protocol):
@@ -151,7 +108,6 @@ class OAuth2ClientCredentials:
         self._clock = clock
         self._token: _Token | None = None
         self._lock = anyio.Lock()
-        self.tokens_fetched = 0
 
     def __repr__(self) -> str:
         state = "none" if self._token is None else f"expires_in={self._token.expires_at - self._clock():.0f}s"
@@ -184,25 +140,15 @@ class OAuth2ClientCredentials:
 
     async def _fetch(self) -> _Token:
         endpoint = f"POST {self._token_path}"
-        try:
-            async with self._client.stream(
-                "POST",
-                self._token_path,
-                data={"grant_type": "client_credentials", "scope": self._scope},
-                auth=(self._client_id, self._client_secret.reveal()),
-            ) as streamed:
-                response = await read_bounded(
-                    streamed, limit=self._max_response_bytes, api=self._api, endpoint=endpoint
-                )
-        except httpx.TransportError as exc:
-            untrusted = untrusted_certificate(exc, api=self._api, endpoint=endpoint)
-            if untrusted is not None:
-                raise untrusted from exc
-            cause = describe_transport_error(exc, self._client.base_url.host)
-            raise TransportError(f"token request failed: {cause}", api=self._api, endpoint=endpoint) from exc
+        response = await send(
+            self._client, "POST", self._token_path, api=self._api, endpoint=endpoint,
+            limit=self._max_response_bytes, failed="token request failed: ",
+            data={"grant_type": "client_credentials", "scope": self._scope},
+            auth=(self._client_id, self._client_secret.reveal()),
+        )  # fmt: skip
         if response.status_code in (400, 401, 403):
             raise AuthenticationError(
-                f"credentials refused ({response.status_code} {_meta_message(response)}); {self._refused_hint}",
+                f"credentials refused ({response.status_code} {meta_message(response)}); {self._refused_hint}",
                 api=self._api,
                 endpoint=endpoint,
                 status_code=response.status_code,
@@ -213,7 +159,7 @@ class OAuth2ClientCredentials:
                 base_url=str(self._client.base_url),
             )  # fmt: skip
         if response.status_code != 200:
-            said = _meta_message(response)
+            said = meta_message(response)
             raise HTTPStatusError(
                 f"token request answered {response.status_code}" + (f" ({said})" if said else ""),
                 api=self._api,
@@ -228,7 +174,6 @@ class OAuth2ClientCredentials:
             raise MalformedResponseError(
                 "token response is not the documented JSON", api=self._api, endpoint=endpoint
             ) from exc
-        self.tokens_fetched += 1
         now = self._clock()
         lifetime = (
             max(0.0, expires_in - _EXPIRY_MARGIN_SECONDS)
@@ -237,20 +182,3 @@ class OAuth2ClientCredentials:
         )
         logger.debug("%s: access token obtained, valid for %.0f s", self._api, expires_in)
         return _Token(Secret(value), now + lifetime, server_time(response))
-
-
-def _meta_message(response: httpx.Response) -> str:
-    """The API's own short explanation, if the body has one (never echoes request data)."""
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    if isinstance(body, dict):
-        meta = body.get("meta")
-        if isinstance(meta, dict):
-            parts = [str(meta.get(k)) for k in ("status", "message") if meta.get(k)]
-            return ": ".join(parts)[:200]
-        for key in ("error", "message"):
-            if isinstance(body.get(key), str):
-                return str(body[key])[:200]
-    return ""

@@ -1,7 +1,8 @@
 """One API's client: httpx.AsyncClient + auth + admission (`RateGate`) + bounded retries.
 
-This module is the boundary where foreign errors (httpx, json) become syncflow's own (`_exceptions`), each naming
-the API, the endpoint and what the API said; URLs are redacted before they reach a message.
+Statuses and bodies become syncflow's errors here (`_exceptions`), each naming the API, the endpoint and what the
+API said; httpx's transport failures become them in `_errors.send`, which every request goes through. Messages
+name an endpoint by method and path, never by URL; the URLs a redirect or a refused origin names are redacted.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from .._exceptions import (
     SourceError,
     TransportError,
 )
-from ._auth import Authenticator, _meta_message, describe_transport_error, server_time
-from ._body import DEFAULT_MAX_RESPONSE_MB, read_bounded
+from ._auth import Authenticator, server_time
+from ._body import DEFAULT_MAX_RESPONSE_MB
+from ._errors import meta_message, send
 from ._limits import RateGate, parse_retry_after
-from ._origin import redirect_error, untrusted_certificate
+from ._origin import redirect_error
 
 __all__ = ["RETRYABLE_STATUSES", "ApiClient", "Reply", "RequestStatistics", "RetryPolicy", "RetryWindow"]
 
@@ -270,18 +272,11 @@ class ApiClient:
             headers = await self.auth.headers()
             async with self.gate.admit(endpoint):
                 self._requests += 1
-                try:
-                    async with self.http.stream("GET", path, params=params, headers=headers) as streamed:
-                        response = await read_bounded(
-                            streamed, limit=self.max_response_bytes, api=self.api, endpoint=endpoint
-                        )
-                    content = response.content
-                except httpx.TransportError as exc:
-                    untrusted = untrusted_certificate(exc, api=self.api, endpoint=endpoint)
-                    if untrusted is not None:
-                        raise untrusted from exc
-                    cause = describe_transport_error(exc, self.http.base_url.host)
-                    raise TransportError(cause, api=self.api, endpoint=endpoint) from exc
+                response = await send(
+                    self.http, "GET", path, api=self.api, endpoint=endpoint, limit=self.max_response_bytes,
+                    params=params, headers=headers,
+                )  # fmt: skip
+                content = response.content
                 self.gate.observe(response.status_code, response.headers)
             status = response.status_code
             self._by_status[status] = self._by_status.get(status, 0) + 1
@@ -315,7 +310,7 @@ class ApiClient:
 
     def _status_error(self, response: httpx.Response, endpoint: str) -> HTTPStatusError:
         status = response.status_code
-        said = _meta_message(response) or _short_text(response)
+        said = meta_message(response) or _short_text(response)
         detail = f"answered {status}" + (f" ({said})" if said else "")
         if status == 403:
             # The credentials work (a token was issued) but may not read this resource: that stream is skipped.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from datetime import datetime, timezone
 
+from .._time import parse_iso8601
 from ._data import Users
 from ._reply import Reply, json_reply, raw_json_reply
 
@@ -23,16 +23,10 @@ class BadRequest(Exception):
 
 def parse_since(raw: str) -> float:
     """ISO-8601 (``Z``, an offset, or naive = UTC; a bare date allowed) → unix seconds."""
-    text = raw.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"  # Python 3.10's fromisoformat does not accept "Z"
     try:
-        parsed = datetime.fromisoformat(text)
+        return parse_iso8601(raw.strip()).timestamp()
     except ValueError:
         raise BadRequest(f"updated_since must be an ISO-8601 timestamp, got {raw!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
 
 
 def _positive_int(params: Mapping[str, str], name: str, default: int) -> int:

@@ -19,10 +19,6 @@ class FaultDecision:
     kind: str | None  # one of FAULT_KINDS except "slow", or None for a normal answer
     slow: bool
 
-    @property
-    def injected(self) -> bool:
-        return self.kind is not None or self.slow
-
 
 NO_FAULT = FaultDecision(None, False)
 

@@ -36,7 +36,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypedDict, cast
 from urllib.parse import urlsplit
@@ -53,6 +53,7 @@ from .._pipeline import Batch
 from .._redaction import Secret
 from .._source import SourceReport, SourceRun, report_conversions, run_alone, without_userinfo
 from .._streams import RowConverter, Stream
+from .._time import parse_iso8601
 from ._accelo_catalog import ACCELO_STREAMS, API_PREFIX, order_filters
 from ._reconcile import KeyTracker, SweepBudget
 
@@ -248,10 +249,9 @@ def _parse_iso(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_iso8601(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _list_problem(body: Any) -> str | None:

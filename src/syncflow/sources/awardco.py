@@ -58,6 +58,7 @@ from .._redaction import Secret
 from .._source import SourceReport, SourceRun, report_conversions, without_userinfo
 from .._state import AddKeys
 from .._streams import RowConverter, Stream
+from .._time import parse_iso8601
 from ._reconcile import KeyTracker, SweepBudget
 
 __all__ = ["AWARDCO_STREAMS", "AwardcoSettings", "AwardcoSource", "AwardcoStreamState", "PagesState"]
@@ -182,9 +183,7 @@ class AwardcoSource:
         value = legacy.get(_LEGACY_KEY)
         if not isinstance(value, str) or not _optional_iso(value):
             return {}
-        since = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
-        return {USER.key: {"cursor": _iso(since - LEGACY_LOOKBACK)}}
+        return {USER.key: {"cursor": _iso(parse_iso8601(value) - LEGACY_LOOKBACK)}}
 
     def permission_hint(self, table: str) -> str:
         return f"ask AwardCo to let this API key read {table}s"
@@ -568,7 +567,7 @@ def _optional_iso(value: Any) -> bool:
     if not isinstance(value, str):
         return False
     try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parse_iso8601(value)
     except ValueError:
         return False
     return True
