@@ -2,12 +2,17 @@
 
 import syncflow
 syncflow.to_duckdb({"use_mock": "true"}, "syncflow.duckdb")
+
+Blocking calls (`extract`, `sync`, `to_duckdb`) and their native async twins (`extract_async`, `sync_async`,
+`to_duckdb_async`, asyncio only) take the same `streams`, `state` and `progress` parameters; see `syncflow._api`.
 """
 
 from ._api import (
+    AsyncExtraction,
     Extraction,
     Page,
     extract,
+    extract_async,
     iter_rows,
     list_streams,
     sync,
@@ -29,17 +34,19 @@ from ._exceptions import (
     SyncflowError,
     TransportError,
 )
-from ._pipeline import Sink
+from ._http import PathStatistics, RateStatistics, RequestStatistics
+from ._pipeline import Batch, Progress, Sink
 from ._redaction import Secret
 from ._streams import Stream
 from ._sync import StreamSummary, SyncResult
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "AcceloSettings",
+    "AsyncExtraction",
     "AuthenticationError",
     "AwardcoSettings",
+    "Batch",
     "BudgetExhausted",
     "ConfigurationError",
     "Extraction",
@@ -47,7 +54,11 @@ __all__ = [
     "MalformedResponseError",
     "MockSettings",
     "Page",
+    "PathStatistics",
     "PermissionDenied",
+    "Progress",
+    "RateStatistics",
+    "RequestStatistics",
     "Secret",
     "Settings",
     "Sink",
@@ -61,6 +72,7 @@ __all__ = [
     "TransportError",
     "__version__",
     "extract",
+    "extract_async",
     "iter_rows",
     "list_streams",
     "load_settings",

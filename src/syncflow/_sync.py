@@ -42,6 +42,7 @@ from ._http._origin import cleartext_problem, origin_guard
 from ._pipeline import AsyncPipeline, Batch, DrainStatistics, Progress, Sink, drain_into, iterate_pipeline
 from ._state import StateDocument
 from ._streams import Stream
+from ._version import __version__
 from .sources import ACCELO_STREAMS, AWARDCO_STREAMS, AcceloSource, AwardcoSource
 from .sources._common import SourceReport, fails_alone, permission_hint
 
@@ -58,7 +59,7 @@ __all__ = [
 
 logger = logging.getLogger("syncflow")
 
-USER_AGENT = "syncflow/0.1 (+fivetran connector sdk)"
+USER_AGENT = f"syncflow/{__version__} (+fivetran connector sdk)"
 
 
 @dataclass(frozen=True)

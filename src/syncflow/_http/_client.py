@@ -100,6 +100,8 @@ class Reply:
 
 @dataclass(frozen=True)
 class RequestStatistics:
+    """One API's requests in a sync (`SyncResult.requests[api]`): totals, by HTTP status and by path."""
+
     api: str
     requests: int
     retries: int
@@ -111,6 +113,8 @@ class RequestStatistics:
 
 @dataclass(frozen=True)
 class PathStatistics:
+    """The requests made to one path (`RequestStatistics.by_path[path]`)."""
+
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
