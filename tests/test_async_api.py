@@ -136,10 +136,8 @@ async def test_cancelling_to_duckdb_async_stops_within_a_second_and_releases_the
     threads = set(threading.enumerate())
     cancel_at = asyncio.Event()
     transport = CountingTransport(sim, delay=0.01, hook=lambda started: cancel_at.set() if started == 40 else None)
-    task = asyncio.create_task(
-        syncflow.to_duckdb_async(sim_configuration(checkpoint_every_rows="100", max_concurrency="4"), path,
-                                 transport=transport, progress=False)  # fmt: skip
-    )
+    configuration = sim_configuration(checkpoint_every_rows="100", max_concurrency="4")
+    task = asyncio.create_task(syncflow.to_duckdb_async(configuration, path, transport=transport, progress=False))
     await cancel_at.wait()
     cancelled_at = time.monotonic()
     task.cancel()
@@ -181,10 +179,9 @@ async def test_wait_for_on_sync_async_leaves_checkpoints_that_resume_to_the_trut
     sim = make_sim(seed=4, latency=0.01)
     sink = RecordingSink()
     with pytest.raises(TimeoutError):
+        configuration = sim_configuration(checkpoint_every_rows="50", max_concurrency="2")
         await asyncio.wait_for(
-            syncflow.sync_async(sim_configuration(checkpoint_every_rows="50", max_concurrency="2"), sink,
-                                transport=CountingTransport(sim, delay=0.01)),  # fmt: skip
-            0.5,
+            syncflow.sync_async(configuration, sink, transport=CountingTransport(sim, delay=0.01)), 0.5
         )
     assert sink.checkpoints, "the cancellation took a final checkpoint"
     assert assert_checkpoints_safe(sink, sim) >= 1

@@ -37,7 +37,7 @@ from ._exceptions import (
 from ._http import PathStatistics, RateStatistics, RequestStatistics
 from ._pipeline import Batch, Progress, Sink
 from ._redaction import Secret
-from ._streams import Stream
+from ._streams import RowConverter, Stream
 from ._sync import StreamSummary, SyncResult
 from ._version import __version__
 
@@ -59,6 +59,7 @@ __all__ = [
     "Progress",
     "RateStatistics",
     "RequestStatistics",
+    "RowConverter",
     "Secret",
     "Settings",
     "Sink",

@@ -157,6 +157,8 @@ ENCRYPTED_PREFIX = "fivetran_encrypted:"
 
 @dataclass(frozen=True)
 class AcceloSettings:
+    """Accelo's part of the configuration (`Settings.accelo`; None when Accelo is not configured)."""
+
     deployment: str
     client_id: str
     client_secret: Secret
@@ -168,6 +170,8 @@ class AcceloSettings:
 
 @dataclass(frozen=True)
 class AwardcoSettings:
+    """AwardCo's part of the configuration (`Settings.awardco`; None when AwardCo is not configured)."""
+
     api_key: Secret
     base_url: str
     requests_per_hour: int
@@ -185,6 +189,8 @@ class MockSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """A checked configuration (`syncflow.load_settings`); every public call also takes the raw mapping or path."""
+
     accelo: AcceloSettings | None
     awardco: AwardcoSettings | None
     use_mock: bool = False

@@ -68,13 +68,19 @@ class Batch:
 
 
 class Sink(Protocol):
+    """Where `sync`/`sync_async` write: rows upserted by primary key, then now and then the state covering them.
+
+    Both are called on the caller's thread, in order; `checkpoint` gets a snapshot (a deep copy) each time."""
+
     def upsert(self, schema: str, table: str, row: Mapping[str, Any]) -> None: ...
 
     def checkpoint(self, state: Mapping[str, Any]) -> None:
-        """Persist `state`. Serialise it before returning: the drain keeps changing the same object."""
+        """Persist `state` (a snapshot: the sink may keep it): it covers exactly the rows upserted so far."""
 
 
 class Progress(Protocol):
+    """Reports a sync as it runs (`progress=` of every public call): called on the drain's (the caller's) thread."""
+
     def on_start(self, budgets: Callable[[], Mapping[str, Any]]) -> None:
         """`budgets()` returns each API's live `RateStatistics` (safe to call from the drain thread)."""
 

@@ -64,6 +64,8 @@ USER_AGENT = f"syncflow/{__version__} (+fivetran connector sdk)"
 
 @dataclass(frozen=True)
 class StreamSummary:
+    """One stream's figures in a `SyncResult`: rows delivered, requests, retries, time, and how it ended."""
+
     rows: int
     requests: int
     retries: int
@@ -78,6 +80,9 @@ class StreamSummary:
 
 @dataclass(frozen=True)
 class SyncResult:
+    """What a sync did: rows per stream, per-stream summaries, per-API request figures, warnings, and which
+    streams completed, failed (resumed next sync) or were skipped."""
+
     rows: Mapping[str, int]
     streams: Mapping[str, StreamSummary]
     requests: Mapping[str, RequestStatistics]
