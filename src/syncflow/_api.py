@@ -70,9 +70,9 @@ def _progress(progress: ProgressLike) -> Progress | None:
     """The one rule every public call follows (see the module docstring)."""
     if progress is None or progress is True:
         # Only the Python API shows bars (the connector's package leaves this module and tqdm out).
-        from ._notebook import TqdmProgress, display_kind
+        from ._notebook import TqdmProgress, watched
 
-        if progress is None and display_kind() == "text":
+        if progress is None and not watched():
             return None  # nobody is watching (a pipe, a log, CI): stay quiet unless asked
         return TqdmProgress()
     return progress or None
