@@ -211,3 +211,27 @@ def test_iterating_outside_async_with_says_how_to_use_it() -> None:
 
     with pytest.raises(RuntimeError, match="inside `async with`"):
         asyncio.run(misuse())
+
+
+class KeepingSink:
+    """A sink that keeps the state objects it is handed instead of serialising them at once."""
+
+    def __init__(self) -> None:
+        self.kept: list[tuple[Any, str]] = []
+
+    def upsert(self, schema: str, table: str, row: Any) -> None:
+        pass
+
+    def checkpoint(self, state: Any) -> None:
+        self.kept.append((state, json.dumps(state, sort_keys=True)))
+
+
+async def test_every_checkpoint_a_sink_gets_is_a_snapshot_in_both_apis() -> None:
+    sim = Simulator(SimConfig(accelo_counts=INVOICES_ONLY))
+    blocking, awaited = KeepingSink(), KeepingSink()
+    configuration = sim_configuration(checkpoint_every_rows="100")
+    await asyncio.to_thread(syncflow.sync, configuration, blocking, "accelo.invoices", transport=sim.transport())
+    await syncflow.sync_async(configuration, awaited, "accelo.invoices", transport=sim.transport())
+    for sink in (blocking, awaited):
+        assert len(sink.kept) > 3
+        assert [json.dumps(state, sort_keys=True) for state, _ in sink.kept] == [text for _, text in sink.kept]
