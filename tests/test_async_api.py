@@ -18,8 +18,8 @@ import sniffio
 
 import syncflow
 from conftest import RecordingSink, assert_matches_truth, sim_configuration, truth_keys
-from support.helpers import assert_checkpoints_safe, covered_keys
-from syncflow.sim import SimConfig, Simulator
+from support.helpers import assert_checkpoints_safe, covered_keys, durable_sink
+from syncflow.sim import Outage, SimConfig, Simulator
 
 INVOICES_ONLY = {"invoices": 450, "companies": 1, "payments": 1, "prospects": 1, "jobs": 1, "staff": 1}
 
@@ -235,3 +235,43 @@ async def test_every_checkpoint_a_sink_gets_is_a_snapshot_in_both_apis() -> None
     for sink in (blocking, awaited):
         assert len(sink.kept) > 3
         assert [json.dumps(state, sort_keys=True) for state, _ in sink.kept] == [text for _, text in sink.kept]
+
+
+async def test_a_failing_stream_fails_alone_as_streams_failed_after_the_others_are_checkpointed(
+    make_sim: Any,
+) -> None:
+    sim = make_sim(seed=6, outages=[Outage(api="awardco", start_after_requests=1, seconds=600.0)])
+    sink = RecordingSink()
+    configuration = sim_configuration(max_retry_seconds="1", checkpoint_every_rows="100000")
+    with pytest.raises(syncflow.StreamsFailed) as failure:  # the syncflow error, not the task group's group
+        await syncflow.sync_async(configuration, sink, transport=sim.transport())
+    assert list(failure.value.failures) == ["awardco.user"]
+    accelo = [key for key in truth_keys(sim) if key.startswith("accelo.")]
+    assert sorted(failure.value.result.completed) == sorted(accelo)
+    assert assert_checkpoints_safe(sink, sim) >= 1
+    assert_matches_truth(durable_sink(sink), sim, streams=accelo)
+
+
+async def test_a_sink_error_comes_out_as_itself_after_a_final_checkpoint_of_the_finished_batches(
+    make_sim: Any,
+) -> None:
+    sim = make_sim(seed=15)
+
+    class Full(Exception):
+        pass
+
+    class FillingSink(RecordingSink):
+        def upsert(self, schema: str, table: str, row: Any) -> None:
+            if self.upserts == 450:
+                raise Full("the destination is full")
+            super().upsert(schema, table, row)
+
+    sink = FillingSink()
+    configuration = sim_configuration(checkpoint_every_rows="100000", checkpoint_every_seconds="3600")
+    with pytest.raises(Full):
+        await syncflow.sync_async(configuration, sink, transport=sim.transport())
+    assert sink.log[-1][0] == "checkpoint", "the final checkpoint came after the last upsert"
+    assert assert_checkpoints_safe(sink, sim) >= 1
+    durable = durable_sink(sink)
+    await syncflow.sync_async(sim_configuration(), durable, state=sink.checkpoints[-1], transport=sim.transport())
+    assert_matches_truth(durable, sim)

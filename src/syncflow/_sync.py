@@ -344,7 +344,12 @@ class AsyncSync:
         self.result: SyncResult | None = None
 
     async def __aenter__(self) -> AsyncSync:
-        await self._pipeline.__aenter__()
+        try:
+            await self._pipeline.__aenter__()
+        except BaseException:
+            if self._progress is not None:
+                self._progress.close()  # __aexit__ will not run
+            raise
         return self
 
     def __aiter__(self) -> AsyncSync:
