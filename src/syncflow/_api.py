@@ -68,12 +68,16 @@ def _names(streams: StreamsLike) -> list[str] | None:
 
 def _progress(progress: ProgressLike) -> Progress | None:
     """The one rule every public call follows (see the module docstring)."""
-    if progress is None or progress is True:
-        # Only the Python API shows bars (the connector's package leaves this module and tqdm out).
-        from ._notebook import TqdmProgress, watched
-
-        if progress is None and not watched():
+    if progress is None:
+        try:
+            from ._notebook import watched
+        except ImportError:
+            return None  # the connector's package leaves the display module (and tqdm) out: nothing to show with
+        if not watched():
             return None  # nobody is watching (a pipe, a log, CI): stay quiet unless asked
+    if progress is None or progress is True:
+        from ._notebook import TqdmProgress  # only the Python API shows bars
+
         return TqdmProgress()
     return progress or None
 

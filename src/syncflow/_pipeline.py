@@ -18,6 +18,7 @@ Invariants, each relied on by the resume guarantee:
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import time
@@ -28,7 +29,6 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
-import sniffio
 from anyio.abc import ObjectSendStream, TaskGroup
 from anyio.from_thread import start_blocking_portal
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -332,12 +332,14 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 def require_asyncio() -> None:
     """The engine's rate gate and retries (aiolimiter, backoff) run on asyncio only: say so instead of failing
     deep inside a request under trio."""
-    library = sniffio.current_async_library()
-    if library != "asyncio":
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
         raise RuntimeError(
-            f"syncflow's async API runs on asyncio (its rate limiting uses aiolimiter); this is {library}: run it "
-            "under asyncio (anyio.run(..., backend='asyncio')), or call the blocking syncflow API from a thread"
-        )
+            "syncflow's async API runs on asyncio (its rate limiting uses aiolimiter) and this is not an asyncio "
+            "event loop (trio?): run it under asyncio (anyio.run(..., backend='asyncio')), or call the blocking "
+            "syncflow API (extract, sync, to_duckdb) from a thread"
+        ) from None
 
 
 def run_pipeline(
