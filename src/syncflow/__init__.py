@@ -2,12 +2,17 @@
 
 import syncflow
 syncflow.to_duckdb({"use_mock": "true"}, "syncflow.duckdb")
+
+Blocking calls (`extract`, `sync`, `to_duckdb`) and their native async twins (`extract_async`, `sync_async`,
+`to_duckdb_async`, asyncio only) take the same `streams`, `state` and `progress` parameters; see `syncflow._api`.
 """
 
 from ._api import (
+    AsyncExtraction,
     Extraction,
     Page,
     extract,
+    extract_async,
     iter_rows,
     list_streams,
     sync,
@@ -29,21 +34,32 @@ from ._exceptions import (
     SyncflowError,
     TransportError,
 )
-from ._http import ApiClient, ApiKeyAuth, Authenticator, OAuth2ClientCredentials, Reply
-from ._pipeline import Batch, Sink
+from ._http import (
+    AccessToken,
+    ApiClient,
+    ApiKeyAuth,
+    Authenticator,
+    OAuth2ClientCredentials,
+    PathStatistics,
+    RateStatistics,
+    Reply,
+    RequestStatistics,
+)
+from ._pipeline import Batch, Progress, Sink
 from ._redaction import Secret
 from ._source import Source, SourceReport, SourceRun, SourceSettings, run_alone
-from ._streams import Stream
+from ._streams import RowConverter, Stream
 from ._sync import StreamSummary, SyncResult
+from ._version import __version__
 from .sources import AcceloSettings, AcceloSource, AwardcoSettings, AwardcoSource
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AcceloSettings",
     "AcceloSource",
+    "AccessToken",
     "ApiClient",
     "ApiKeyAuth",
+    "AsyncExtraction",
     "AuthenticationError",
     "Authenticator",
     "AwardcoSettings",
@@ -59,8 +75,13 @@ __all__ = [
     "MockSettings",
     "OAuth2ClientCredentials",
     "Page",
+    "PathStatistics",
     "PermissionDenied",
+    "Progress",
+    "RateStatistics",
     "Reply",
+    "RequestStatistics",
+    "RowConverter",
     "Secret",
     "Settings",
     "Sink",
@@ -78,6 +99,7 @@ __all__ = [
     "TransportError",
     "__version__",
     "extract",
+    "extract_async",
     "iter_rows",
     "list_streams",
     "load_settings",

@@ -201,7 +201,8 @@ class MockSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    """The engine's settings, and each configured source's (`sources`, by source name)."""
+    """The engine's settings, and each configured source's (`sources`, by source name): a checked configuration
+    (`syncflow.load_settings`); every public call also takes the raw mapping or path."""
 
     sources: Mapping[str, SourceSettings]
     use_mock: bool = False

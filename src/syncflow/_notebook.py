@@ -16,7 +16,7 @@ from ._http import RateStatistics
 from ._pipeline import Batch
 from ._progress import LogProgress
 
-__all__ = ["TqdmProgress", "display_kind"]
+__all__ = ["TqdmProgress", "display_kind", "watched"]
 
 DisplayKind = Literal["widgets", "terminal", "text"]
 
@@ -45,6 +45,11 @@ def display_kind(stream: TextIO | None = None) -> DisplayKind:
     target = sys.stderr if stream is None else stream
     isatty = getattr(target, "isatty", None)
     return "terminal" if callable(isatty) and isatty() else "text"
+
+
+def watched(stream: TextIO | None = None) -> bool:
+    """Whether someone is watching progress here: a Jupyter kernel (widgets or text lines) or a terminal."""
+    return _in_jupyter_kernel() or display_kind(stream) != "text"
 
 
 class TqdmProgress:

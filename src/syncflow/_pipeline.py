@@ -19,28 +19,34 @@ Invariants, each relied on by the resume guarantee:
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
-from anyio.abc import ObjectSendStream
+from anyio.abc import ObjectSendStream, TaskGroup
 from anyio.from_thread import start_blocking_portal
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._state import StateDocument, StatePatch
 
 __all__ = [
+    "AsyncPipeline",
     "Batch",
     "DrainStatistics",
     "Progress",
     "Sink",
+    "deliver",
     "drain_into",
     "fetch_in_order",
     "iterate_pipeline",
+    "require_asyncio",
     "run_pipeline",
 ]
 
@@ -66,16 +72,22 @@ class Batch:
 
 
 class Sink(Protocol):
+    """Where `sync`/`sync_async` write: rows upserted by primary key, then now and then the state covering them.
+
+    Both are called on the caller's thread, in order; `checkpoint` gets a snapshot (a deep copy) each time."""
+
     def upsert(self, schema: str, table: str, row: Mapping[str, Any]) -> None: ...
 
     def delete(self, schema: str, table: str, keys: Sequence[Mapping[str, Any]]) -> None:
         """Soft-delete the rows with these primary keys (each a {column: value} mapping)."""
 
     def checkpoint(self, state: Mapping[str, Any]) -> None:
-        """Persist `state`. Serialise it before returning: the drain keeps changing the same object."""
+        """Persist `state` (a snapshot: the sink may keep it): it covers exactly the rows upserted so far."""
 
 
 class Progress(Protocol):
+    """Reports a sync as it runs (`progress=` of every public call): called on the drain's (the caller's) thread."""
+
     def on_start(self, budgets: Callable[[], Mapping[str, Any]]) -> None:
         """`budgets()` returns each API's live `RateStatistics` (safe to call from the drain thread)."""
 
@@ -96,6 +108,80 @@ class DrainStatistics:
 Producer = Callable[[ObjectSendStream[Batch]], Awaitable[T]]
 
 
+class _Drain:
+    """What every consumer of the pipeline does with a batch once it has finished with it (upserted its rows, or
+    taken the page): apply its state patch, count it, report progress, checkpoint on cadence, and the last
+    checkpoint on the way out. The blocking generator and the async iterator both drive this one object, so they
+    keep the same invariant: a checkpoint never covers a batch the consumer has not finished."""
+
+    def __init__(
+        self,
+        state: StateDocument,
+        *,
+        checkpoint_every_rows: int,
+        checkpoint_every_seconds: float,
+        on_checkpoint: Callable[[Mapping[str, Any]], None] | None,
+        progress: Progress | None,
+        stats: DrainStatistics,
+    ) -> None:
+        self._state = state
+        self._every_rows = checkpoint_every_rows
+        self._every_seconds = checkpoint_every_seconds
+        self._on_checkpoint = on_checkpoint
+        self._progress = progress
+        self.stats = stats
+        self._started = time.monotonic()
+        self._last_checkpoint = self._started
+        self._rows_since = 0
+        self._applied_since_checkpoint = False
+
+    def finished(self, batch: Batch) -> None:
+        """The consumer is done with `batch`: its patch now counts, and a checkpoint may be due."""
+        self._state.apply(batch.stream, batch.patch)
+        self._applied_since_checkpoint = True
+        stats = self.stats
+        stats.batches += 1
+        stats.rows[batch.stream] = stats.rows.get(batch.stream, 0) + len(batch.rows)
+        self._rows_since += len(batch.rows)
+        if self._progress is not None:
+            self._progress.on_batch(batch)
+        now = time.monotonic()
+        stats.spans[batch.stream] = (stats.spans.get(batch.stream, (self._started, now))[0], now)
+        due = self._rows_since >= self._every_rows or now - self._last_checkpoint >= self._every_seconds
+        if self._on_checkpoint is not None and due:
+            self._checkpoint()
+            self._rows_since = 0
+            self._last_checkpoint = now
+
+    def completed(self) -> None:
+        """Everything drained and the producers succeeded: the final checkpoint covers every row."""
+        if self._on_checkpoint is not None:
+            self._checkpoint()
+
+    def failed(self, cause: BaseException) -> None:
+        """Whatever ended the sync (a failed producer, a cancelled or interrupted drain, the consumer stopping
+        mid-batch), `state` holds only patches of batches the consumer finished: checkpoint it, so the destination
+        keeps those rows instead of dropping everything after the last periodic checkpoint. The failure that ended
+        the sync stays the one raised: if this checkpoint fails too (a sink that broke), that is logged, and the
+        previous checkpoint still holds."""
+        if self._on_checkpoint is None or not self._applied_since_checkpoint:
+            return
+        try:
+            self._checkpoint()
+        except Exception as exc:
+            logger.error("could not checkpoint on the way out (%s: %s) after: %s", type(exc).__name__, exc, cause)
+
+    def stopped(self) -> None:
+        self.stats.seconds = time.monotonic() - self._started
+
+    def _checkpoint(self) -> None:
+        assert self._on_checkpoint is not None
+        # A snapshot: the sink may keep the object it is handed, and the drain goes on changing the live state.
+        self._on_checkpoint(copy.deepcopy(self._state.as_dict()))
+        self.stats.checkpoints += 1
+        self._applied_since_checkpoint = False
+
+
 def iterate_pipeline(
     produce: Producer[T],
     state: StateDocument,
@@ -114,14 +200,13 @@ def iterate_pipeline(
     Closing the generator early cancels every fetch; on that and every other way out (an error, an interrupt) a final
     checkpoint records the state as of the last batch the consumer finished.
     """
-    stats = stats if stats is not None else DrainStatistics()
-    started = time.monotonic()
-    applied_since_checkpoint = False
+    drain = _Drain(
+        state, checkpoint_every_rows=checkpoint_every_rows, checkpoint_every_seconds=checkpoint_every_seconds,
+        on_checkpoint=on_checkpoint, progress=progress, stats=stats if stats is not None else DrainStatistics(),
+    )  # fmt: skip
     with start_blocking_portal(backend="asyncio") as portal:
         send, receive = portal.call(_open_stream, queue_pages)
         future = portal.start_task_soon(_produce_then_close, produce, send)
-        rows_since = 0
-        last_checkpoint = time.monotonic()
         try:
             while True:
                 batches = portal.call(_receive_available, receive)
@@ -129,55 +214,137 @@ def iterate_pipeline(
                     break  # the producers are done (or failed: future.result() below says which)
                 for batch in batches:
                     yield batch
-                    state.apply(batch.stream, batch.patch)
-                    applied_since_checkpoint = True
-                    stats.batches += 1
-                    stats.rows[batch.stream] = stats.rows.get(batch.stream, 0) + len(batch.rows)
-                    rows_since += len(batch.rows)
-                    if progress is not None:
-                        progress.on_batch(batch)
-                    now = time.monotonic()
-                    stats.spans[batch.stream] = (stats.spans.get(batch.stream, (started, now))[0], now)
-                    due = rows_since >= checkpoint_every_rows or now - last_checkpoint >= checkpoint_every_seconds
-                    if on_checkpoint is not None and due:
-                        on_checkpoint(state.as_dict())
-                        stats.checkpoints += 1
-                        applied_since_checkpoint = False
-                        rows_since = 0
-                        last_checkpoint = now
+                    drain.finished(batch)
             result = future.result()
         except BaseException as exc:
             future.cancel()
-            # Whatever ended the sync (a failed producer, a cancelled or interrupted drain, the consumer closing us
-            # mid-batch), `state` holds only patches of batches whose rows were all upserted: checkpoint it, so the
-            # destination keeps those rows instead of dropping everything after the last periodic checkpoint.
-            if on_checkpoint is not None and applied_since_checkpoint:
-                _final_checkpoint(on_checkpoint, state, stats, exc)
+            drain.failed(exc)
             raise
         finally:
             portal.call(receive.aclose)
-            stats.seconds = time.monotonic() - started
-    # Everything drained and the producers succeeded: the state covers every row.
-    if on_checkpoint is not None:
-        on_checkpoint(state.as_dict())
-        stats.checkpoints += 1
+            drain.stopped()
+    drain.completed()
     return result
 
 
-def _final_checkpoint(
-    on_checkpoint: Callable[[Mapping[str, Any]], None],
-    state: StateDocument,
-    stats: DrainStatistics,
-    cause: BaseException,
-) -> None:
-    """The checkpoint taken on the way out of a failed sync. The failure that ended the sync stays the one raised:
-    if this checkpoint fails too (a sink that broke), that is logged, and the previous checkpoint still holds."""
+class AsyncPipeline(Generic[T]):
+    """`iterate_pipeline` on the caller's event loop: `async with` runs `produce` in a task group it owns, `async
+    for` yields the batches in order, and a batch's patch is applied when the consumer asks for the next one.
+
+    Leaving the `async with` early (a `break`, an error, a cancellation) cancels every fetch before it returns and
+    takes the final checkpoint of the batches finished. `result` is the producers' result once iteration ends.
+    Requires the asyncio backend (the rate gate and retries use aiolimiter and backoff).
+    """
+
+    def __init__(
+        self,
+        produce: Producer[T],
+        state: StateDocument,
+        *,
+        queue_pages: int,
+        checkpoint_every_rows: int,
+        checkpoint_every_seconds: float,
+        on_checkpoint: Callable[[Mapping[str, Any]], None] | None = None,
+        progress: Progress | None = None,
+        stats: DrainStatistics | None = None,
+    ) -> None:
+        self._produce = produce
+        self._queue_pages = queue_pages
+        self._drain = _Drain(
+            state, checkpoint_every_rows=checkpoint_every_rows, checkpoint_every_seconds=checkpoint_every_seconds,
+            on_checkpoint=on_checkpoint, progress=progress, stats=stats if stats is not None else DrainStatistics(),
+        )  # fmt: skip
+        self._streams: tuple[MemoryObjectSendStream[Batch], MemoryObjectReceiveStream[Batch]] | None = None
+        self._tasks: TaskGroup | None = None
+        self._pending: Batch | None = None
+        self._results: list[T] = []
+        self._done = False
+        self._entered = False
+
+    @property
+    def result(self) -> T:
+        if not self._results:
+            raise RuntimeError("the pipeline has not finished")
+        return self._results[0]
+
+    async def __aenter__(self) -> AsyncPipeline[T]:
+        if self._entered:
+            raise RuntimeError("an async pipeline runs once: open a new one")
+        require_asyncio()
+        self._entered = True
+        self._streams = anyio.create_memory_object_stream[Batch](max_buffer_size=self._queue_pages)
+        self._tasks = anyio.create_task_group()
+        await self._tasks.__aenter__()
+        self._tasks.start_soon(self._run, self._streams[0])
+        return self
+
+    async def _run(self, send: ObjectSendStream[Batch]) -> None:
+        # The send side is closed only on success: then the end of the stream means "all delivered". On a failure
+        # the consumer keeps waiting until the task group cancels it with the failure, never sees a clean end.
+        result = await self._produce(send)
+        self._results.append(result)
+        await send.aclose()
+
+    def __aiter__(self) -> AsyncPipeline[T]:
+        return self
+
+    async def __anext__(self) -> Batch:
+        if self._streams is None:
+            raise RuntimeError("iterate inside `async with`: the pipeline's fetchers live in its context")
+        if self._pending is not None:
+            batch, self._pending = self._pending, None
+            self._drain.finished(batch)
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            batch = await self._streams[1].receive()
+        except anyio.EndOfStream:
+            self._done = True
+            self._drain.completed()
+            raise StopAsyncIteration from None
+        self._pending = batch
+        return batch
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> bool:
+        assert self._tasks is not None and self._streams is not None
+        if not self._done:
+            self._tasks.cancel_scope.cancel()  # stopped early: no fetch outlives the `async with`
+        try:
+            await self._tasks.__aexit__(exc_type, exc, traceback)
+        except BaseException as failure:
+            self._drain.failed(failure)
+            if exc is not None and _leaves(failure) == [exc]:
+                return False  # the body's own error, which the task group wrapped: let it through as it was raised
+            raise
+        finally:
+            self._streams[0].close()
+            self._streams[1].close()
+            self._drain.stopped()
+        if exc is not None or not self._done:
+            self._drain.failed(exc if exc is not None else anyio.get_cancelled_exc_class()())
+        return False
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    nested = getattr(exc, "exceptions", None)
+    if nested is None:
+        return [exc]
+    return [leaf for inner in nested for leaf in _leaves(inner)]
+
+
+def require_asyncio() -> None:
+    """The engine's rate gate and retries (aiolimiter, backoff) run on asyncio only: say so instead of failing
+    deep inside a request under trio."""
     try:
-        on_checkpoint(state.as_dict())
-    except Exception as exc:
-        logger.error("could not checkpoint on the way out (%s: %s) after: %s", type(exc).__name__, exc, cause)
-        return
-    stats.checkpoints += 1
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "syncflow's async API runs on asyncio (its rate limiting uses aiolimiter) and this is not an asyncio "
+            "event loop (trio?): run it under asyncio (anyio.run(..., backend='asyncio')), or call the blocking "
+            "syncflow API (extract, sync, to_duckdb) from a thread"
+        ) from None
 
 
 def run_pipeline(
@@ -205,34 +372,38 @@ def run_pipeline(
     return drain_into(sink, batches), stats
 
 
+def deliver(sink: Sink, batch: Batch) -> None:
+    """Hand one batch to `sink`: upsert its rows, then send its deletes (the blocking and the async drain both)."""
+    schema, table = batch.schema, batch.table
+    upsert = sink.upsert
+    for row in batch.rows:
+        upsert(schema, table, row)
+    if batch.deletes:
+        delete = getattr(sink, "delete", None)
+        if delete is None:
+            # A sink written before deletes existed: say what it misses and how to receive it, once per batch.
+            logger.warning(
+                "%s.%s: %d rows were deleted at the source, but the sink has no delete(schema, table, keys) "
+                "method; add one to receive deletes", schema, table, len(batch.deletes),
+            )  # fmt: skip
+        else:
+            delete(schema, table, batch.deletes)
+
+
 def drain_into(sink: Sink, batches: Generator[Batch, None, T]) -> T:
-    """Upsert every batch's rows (then send its deletes) into `sink`, in order, on this thread; return the
-    generator's result.
+    """Hand every batch to `sink` (`deliver`), in order, on this thread; return the generator's result.
 
     The generator applies each batch's state patch (and checkpoints into the sink) when asked for the next one, i.e.
     only after this loop has upserted the batch's rows and deleted its keys.
     """
-    upsert = sink.upsert
     while True:
         try:
             batch = next(batches)
         except StopIteration as done:
             result: T = done.value
             return result
-        schema, table = batch.schema, batch.table
         try:
-            for row in batch.rows:
-                upsert(schema, table, row)
-            if batch.deletes:
-                delete = getattr(sink, "delete", None)
-                if delete is None:
-                    # A sink written before deletes existed: say what it misses and how to receive it, once per batch.
-                    logger.warning(
-                        "%s.%s: %d rows were deleted at the source, but the sink has no delete(schema, table, keys) "
-                        "method; add one to receive deletes", schema, table, len(batch.deletes),
-                    )  # fmt: skip
-                else:
-                    delete(schema, table, batch.deletes)
+            deliver(sink, batch)
         except BaseException:
             # Close now, not when the traceback is freed: the generator takes its final checkpoint (of the batches
             # before this one) and stops the fetchers while the sink is still ours to call.

@@ -143,6 +143,9 @@ class Source(Protocol):
 
 @dataclass
 class SourceReport:
+    """What one source's run did, per stream (completed, failed, skipped, repaired/deleted counts), and its
+    warnings; the engine builds `SyncResult` from it. A source appends to it as its streams finish."""
+
     source: str
     completed: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)

@@ -20,7 +20,8 @@ import ssl
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import anyio
@@ -40,12 +41,14 @@ from ._exceptions import (
 from ._http import ApiClient, RateGate, RequestStatistics, RetryPolicy
 from ._http._body import ACCEPT_ENCODING
 from ._http._origin import cleartext_problem, origin_guard
-from ._pipeline import Batch, DrainStatistics, Progress, Sink, drain_into, iterate_pipeline
+from ._pipeline import AsyncPipeline, Batch, DrainStatistics, Progress, Sink, drain_into, iterate_pipeline
 from ._source import Source, SourceReport, SourceRun, fails_alone, permission_hint
 from ._state import StateDocument
 from ._streams import Stream
+from ._version import __version__
 
 __all__ = [
+    "AsyncSync",
     "StreamSummary",
     "SyncResult",
     "available_streams",
@@ -56,11 +59,13 @@ __all__ = [
 
 logger = logging.getLogger("syncflow")
 
-USER_AGENT = "syncflow/0.1 (+fivetran connector sdk)"
+USER_AGENT = f"syncflow/{__version__} (+fivetran connector sdk)"
 
 
 @dataclass(frozen=True)
 class StreamSummary:
+    """One stream's figures in a `SyncResult`: rows delivered, requests, retries, time, and how it ended."""
+
     rows: int
     requests: int
     retries: int
@@ -77,6 +82,9 @@ class StreamSummary:
 
 @dataclass(frozen=True)
 class SyncResult:
+    """What a sync did: rows per stream, per-stream summaries, per-API request figures, warnings, and which
+    streams completed, failed (resumed next sync) or were skipped."""
+
     rows: Mapping[str, int]
     streams: Mapping[str, StreamSummary]
     requests: Mapping[str, RequestStatistics]
@@ -266,6 +274,104 @@ def iterate_sync(
     on_checkpoint: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> Generator[Batch, None, SyncResult]:
     """Yield the chosen streams' batches in order, from `state` (updated as each yielded batch is finished)."""
+    run = _prepare(settings, state, streams, transport, progress)
+    try:
+        reports = yield from iterate_pipeline(
+            run.producer,
+            state,
+            queue_pages=settings.queue_pages,
+            checkpoint_every_rows=settings.checkpoint_every_rows,
+            checkpoint_every_seconds=settings.checkpoint_every_seconds,
+            on_checkpoint=on_checkpoint,
+            progress=progress,
+            stats=run.drained,
+        )
+    except BaseException as exc:
+        first = _surfaced(exc)
+        if first is None:
+            raise
+        raise first from exc
+    finally:
+        if progress is not None:
+            progress.close()
+    return _conclude(run, reports)
+
+
+class AsyncSync:
+    """`iterate_sync` on the caller's event loop (`async with` / `async for` over batches): the same preparation,
+    the same pipeline drain (`AsyncPipeline`), the same result and `StreamsFailed`; no thread, no portal."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: StateDocument,
+        *,
+        streams: Sequence[str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        progress: Progress | None = None,
+        on_checkpoint: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> None:
+        self._progress = progress
+        self._run = _prepare(settings, state, streams, transport, progress)
+        self._pipeline = AsyncPipeline(
+            self._run.producer, state, queue_pages=settings.queue_pages,
+            checkpoint_every_rows=settings.checkpoint_every_rows,
+            checkpoint_every_seconds=settings.checkpoint_every_seconds, on_checkpoint=on_checkpoint,
+            progress=progress, stats=self._run.drained,
+        )  # fmt: skip
+        self.result: SyncResult | None = None
+
+    async def __aenter__(self) -> AsyncSync:
+        try:
+            await self._pipeline.__aenter__()
+        except BaseException:
+            if self._progress is not None:
+                self._progress.close()  # __aexit__ will not run
+            raise
+        return self
+
+    def __aiter__(self) -> AsyncSync:
+        return self
+
+    async def __anext__(self) -> Batch:
+        try:
+            return await self._pipeline.__anext__()
+        except StopAsyncIteration:
+            self.result = _conclude(self._run, self._pipeline.result)  # raises StreamsFailed after the checkpoint
+            raise
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> bool:
+        try:
+            return await self._pipeline.__aexit__(exc_type, exc, traceback)
+        except BaseException as failure:
+            first = _surfaced(failure)
+            if first is None:
+                raise
+            raise first from failure
+        finally:
+            if self._progress is not None:
+                self._progress.close()
+
+
+@dataclass
+class _Run:
+    """One sync's parts that outlive the pipeline: what was chosen, the producer (its clients' figures)."""
+
+    chosen: list[Stream]
+    producer: _Producer
+    changes: list[str]
+    drained: DrainStatistics = field(default_factory=DrainStatistics)
+
+
+def _prepare(
+    settings: Settings,
+    state: StateDocument,
+    streams: Sequence[str] | None,
+    transport: httpx.AsyncBaseTransport | None,
+    progress: Progress | None,
+) -> _Run:
     chosen = select_streams(settings, streams)
     if transport is None and settings.use_mock:
         # Mock mode is resolved where the user enters (the engine never imports the simulator).
@@ -281,32 +387,21 @@ def iterate_sync(
     producer = _Producer(settings, chosen, prior, transport)
     if progress is not None:
         progress.on_start(lambda: {api: client.gate.statistics() for api, client in list(producer.clients.items())})
-    drained = DrainStatistics()
-    try:
-        reports = yield from iterate_pipeline(
-            producer,
-            state,
-            queue_pages=settings.queue_pages,
-            checkpoint_every_rows=settings.checkpoint_every_rows,
-            checkpoint_every_seconds=settings.checkpoint_every_seconds,
-            on_checkpoint=on_checkpoint,
-            progress=progress,
-            stats=drained,
-        )
-    except BaseException as exc:
-        if getattr(exc, "exceptions", None) is None:
-            raise
-        first = _first_syncflow_error(exc)
-        if first is None:
-            raise
-        raise first from exc
-    finally:
-        if progress is not None:
-            progress.close()
-    if changes:
-        reports.append(SourceReport("state", warnings=changes))
+    return _Run(chosen, producer, changes)
+
+
+def _surfaced(exc: BaseException) -> SyncflowError | None:
+    """The error to raise for a task group's exception group: its first syncflow error (None: raise it as is)."""
+    if getattr(exc, "exceptions", None) is None:
+        return None
+    return _first_syncflow_error(exc)
+
+
+def _conclude(run: _Run, reports: list[SourceReport]) -> SyncResult:
+    if run.changes:
+        reports.append(SourceReport("state", warnings=run.changes))
     # The pipeline has checkpointed everything delivered; only now is a failure reported.
-    result = _result(producer, chosen, reports, drained)
+    result = _result(run.producer, run.chosen, reports, run.drained)
     failures = {key: error for report in reports for key, error in report.failed.items()}
     if failures:
         raise StreamsFailed(_failure_message(failures, result), failures=failures, result=result)

@@ -18,7 +18,7 @@ from ._body import DEFAULT_MAX_RESPONSE_MB
 from ._errors import meta_message, send
 from ._origin import redirect_error
 
-__all__ = ["ApiKeyAuth", "Authenticator", "OAuth2ClientCredentials", "server_time"]
+__all__ = ["AccessToken", "ApiKeyAuth", "Authenticator", "OAuth2ClientCredentials", "server_time"]
 
 logger = logging.getLogger("syncflow")
 
@@ -68,7 +68,9 @@ class ApiKeyAuth:
 
 
 @dataclass(frozen=True)
-class _Token:
+class AccessToken:
+    """An OAuth2 access token (its value a `Secret`), when it is to be renewed, and the server's clock at issue."""
+
     value: Secret
     expires_at: float
     server_time: float | None
@@ -106,7 +108,7 @@ class OAuth2ClientCredentials:
         self._client_secret = client_secret
         self._scope = scope
         self._clock = clock
-        self._token: _Token | None = None
+        self._token: AccessToken | None = None
         self._lock = anyio.Lock()
 
     def __repr__(self) -> str:
@@ -117,7 +119,7 @@ class OAuth2ClientCredentials:
         token = await self.token()
         return {"Authorization": f"Bearer {token.value.reveal()}"}
 
-    async def token(self) -> _Token:
+    async def token(self) -> AccessToken:
         current = self._token
         if current is not None and self._clock() < current.expires_at:
             return current
@@ -138,7 +140,7 @@ class OAuth2ClientCredentials:
         if current is not None and headers.get("Authorization") == f"Bearer {current.value.reveal()}":
             self._token = None
 
-    async def _fetch(self) -> _Token:
+    async def _fetch(self) -> AccessToken:
         endpoint = f"POST {self._token_path}"
         response = await send(
             self._client, "POST", self._token_path, api=self._api, endpoint=endpoint,
@@ -181,4 +183,4 @@ class OAuth2ClientCredentials:
             else (expires_in / 2)
         )
         logger.debug("%s: access token obtained, valid for %.0f s", self._api, expires_in)
-        return _Token(Secret(value), now + lifetime, server_time(response))
+        return AccessToken(Secret(value), now + lifetime, server_time(response))

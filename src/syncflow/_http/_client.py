@@ -95,6 +95,8 @@ class RetryWindow:
 
 @dataclass(frozen=True)
 class Reply:
+    """One successful answer: its decoded JSON body, status and the server's clock (`Date`) when it said."""
+
     body: Any
     status_code: int
     server_time: float | None
@@ -102,6 +104,8 @@ class Reply:
 
 @dataclass(frozen=True)
 class RequestStatistics:
+    """One API's requests in a sync (`SyncResult.requests[api]`): totals, by HTTP status and by path."""
+
     api: str
     requests: int
     retries: int
@@ -116,6 +120,8 @@ class RequestStatistics:
 
 @dataclass(frozen=True)
 class PathStatistics:
+    """The requests made to one path (`RequestStatistics.by_path[path]`)."""
+
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0

@@ -49,6 +49,8 @@ _UNIX_TS_THRESHOLD = 1_000_000_000
 
 @dataclass(frozen=True)
 class RateStatistics:
+    """One API's rate gate, live (what `Progress.on_start`'s `budgets()` returns per API)."""
+
     api: str
     requests_sent: int
     responses: int

@@ -145,6 +145,8 @@ class AcceloStreamState(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class AcceloSettings:
+    """Accelo's part of the configuration (`Settings.sources["accelo"]`, present when Accelo is configured)."""
+
     deployment: str
     client_id: str
     client_secret: Secret

@@ -133,6 +133,8 @@ class AwardcoStreamState(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class AwardcoSettings:
+    """AwardCo's part of the configuration (`Settings.sources["awardco"]`, present when AwardCo is configured)."""
+
     api_key: Secret
     base_url: str
     requests_per_hour: int
