@@ -32,11 +32,13 @@ from ._exceptions import (
 from ._pipeline import Sink
 from ._redaction import Secret
 from ._streams import Stream
+from .sources._accelo_catalog import AcceloResource, accelo_resource
 from ._sync import StreamSummary, SyncResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AcceloResource",
     "AcceloSettings",
     "AuthenticationError",
     "AwardcoSettings",
@@ -60,6 +62,7 @@ __all__ = [
     "SyncflowError",
     "TransportError",
     "__version__",
+    "accelo_resource",
     "extract",
     "iter_rows",
     "list_streams",

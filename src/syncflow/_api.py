@@ -27,6 +27,7 @@ import httpx
 from ._config import Settings, load_settings
 from ._pipeline import Batch, Progress, Sink
 from ._state import StateDocument
+from ._streams import Stream
 from ._sync import SyncResult, available_streams, iterate_sync, run_sync, select_streams
 
 __all__ = [
@@ -48,7 +49,7 @@ def _settings(configuration: ConfigurationLike) -> Settings:
     return configuration if isinstance(configuration, Settings) else load_settings(configuration)
 
 
-def _names(streams: str | Sequence[str] | None) -> list[str] | None:
+def _names(streams: str | Sequence[str | Stream] | None) -> list[str | Stream] | None:
     return [streams] if isinstance(streams, str) else (list(streams) if streams else None)
 
 
@@ -114,7 +115,7 @@ class Extraction:
 
 def extract(
     configuration: ConfigurationLike,
-    streams: str | Sequence[str] | None = None,
+    streams: str | Sequence[str | Stream] | None = None,
     *,
     state: Mapping[str, Any] | None = None,
     progress: bool | Progress = False,
@@ -147,7 +148,7 @@ def sync(
     configuration: ConfigurationLike,
     sink: Sink,
     *,
-    streams: str | Sequence[str] | None = None,
+    streams: str | Sequence[str | Stream] | None = None,
     state: Mapping[str, Any] | None = None,
     progress: bool | Progress = False,
     transport: httpx.AsyncBaseTransport | None = None,
@@ -164,7 +165,7 @@ def to_duckdb(
     configuration: ConfigurationLike,
     path: str | PathLike[str] = "syncflow.duckdb",
     *,
-    streams: str | Sequence[str] | None = None,
+    streams: str | Sequence[str | Stream] | None = None,
     state: Mapping[str, Any] | None = None,
     full_refresh: bool = False,
     progress: bool | Progress = True,

@@ -12,6 +12,7 @@ import difflib
 import json
 import logging
 import math
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,6 +107,9 @@ KEYS: tuple[Key, ...] = (
     Key("sources", "Sources", "Which APIs to sync (a comma list of accelo, awardco); default: every API whose "
         "credentials are set.", "choice", choices=(("accelo,awardco", "Accelo and AwardCo"), ("accelo", "Accelo only"),
         ("awardco", "AwardCo only"))),
+    Key("streams", "Streams", "Which tables to sync: a comma list of source.table (accelo.companies), source.* "
+        "(accelo.*) or a source name; default: every table of the configured sources (an Accelo resource the "
+        "credentials may not read is skipped with a warning).", placeholder="accelo.*,awardco.user"),
     Key("start_date", "Start date", "Optional ISO-8601 lower bound for the first sync; default: everything.",
         "date", placeholder="2024-01-01"),
     Key("max_concurrency", "Requests in flight", "Requests in flight per API (chosen by benchmark).", "integer",
@@ -212,6 +216,8 @@ class Settings:
     # The most requests a sweep may spend per API per sync (None: a quarter of that API's hourly budget), so the
     # incremental part of every sync keeps most of the budget; a bigger sweep continues in the next sync.
     reconcile_max_requests: int | None = None
+    # The `streams` key: the tables to sync ("accelo.companies", "accelo.*", "awardco"); empty: every table.
+    streams: tuple[str, ...] = ()
 
     @property
     def max_response_bytes(self) -> int:
@@ -431,6 +437,21 @@ def _parse_sources(reader: _Reader) -> tuple[str, ...]:
     return names
 
 
+_STREAM_PATTERN = re.compile(r"[a-z][a-z0-9_]*(\.([a-z][a-z0-9_]*|\*))?")
+
+
+def _parse_streams(reader: _Reader) -> tuple[str, ...]:
+    # Only the form is checked here; which names exist is known once the sources are (`select_streams`).
+    names = tuple(part.strip().lower() for part in reader.text("streams").split(",") if part.strip())
+    malformed = [name for name in names if not _STREAM_PATTERN.fullmatch(name)]
+    if malformed:
+        raise ConfigurationError(
+            f"{reader.name('streams')}: {', '.join(map(repr, malformed))} is not a stream; use a comma list of "
+            "source.table (accelo.companies), source.* (accelo.*) or a source (awardco)"
+        )
+    return names
+
+
 def _parse_accelo(reader: _Reader, use_mock: bool) -> AcceloSettings | None:
     budget = reader.integer("accelo_requests_per_hour")
     lookback = reader.integer("accelo_lookback_seconds")
@@ -535,6 +556,7 @@ def _parse(raw: Mapping[str, Any]) -> Settings:
         ca_bundle=_parse_ca_bundle(reader),
         reconcile_every_hours=reader.number("reconcile_every_hours"),
         reconcile_max_requests=reader.integer("reconcile_max_requests", 0, minimum=1) or None,
+        streams=_parse_streams(reader),
     )
 
 

@@ -47,7 +47,7 @@ from .._http import ApiClient, OAuth2ClientCredentials
 from .._pagination import IdKeysetPaginator
 from .._pipeline import Batch
 from .._streams import RowConverter, Stream
-from ._accelo_catalog import ACCELO_STREAMS, API_PREFIX, order_filters
+from ._accelo_catalog import ACCELO_STREAMS, AcceloResource, accelo_resource
 from ._common import SourceReport, report_conversions, run_alone
 from ._reconcile import KeyTracker, SweepBudget
 
@@ -90,7 +90,6 @@ def _count_problem(body: Any) -> str | None:
 
 class AcceloSource:
     name = "accelo"
-    streams = ACCELO_STREAMS
 
     def __init__(
         self,
@@ -104,7 +103,10 @@ class AcceloSource:
         lookback: int = 0,
         reconcile_every_seconds: float = 24 * 3600.0,
         sweep_requests: int = 1250,
+        streams: Mapping[str, Stream] | None = None,
     ) -> None:
+        # The catalogue by default; a caller may pass the streams it chose, including resources it declared itself.
+        self.streams = ACCELO_STREAMS if streams is None else streams
         self._client = client
         self._auth = auth
         self._send = send
@@ -153,7 +155,7 @@ class AcceloSource:
         upper = int(server_now)
         self.server_clock_read_at = anyio.current_time()
         entities = [
-            _EntitySync(self, ACCELO_STREAMS[table], prior.get(ACCELO_STREAMS[table].key, {}), upper, report)
+            _EntitySync(self, self.streams[table], prior.get(self.streams[table].key, {}), upper, report)
             for table in tables
         ]
         # First every entity sizes its window (count + first page, together), then the slice budget is shared out
@@ -213,9 +215,12 @@ class _EntitySync:
         self.prior = prior
         self.server_now = server_now
         self.report = report
-        self.path = f"{API_PREFIX}/{stream.table}"
+        # Every Accelo stream is a resource entry (path, order filter, /count) declared from the docs fixture.
+        resource = stream if isinstance(stream, AcceloResource) else accelo_resource(stream.table)
+        self.path = resource.endpoint
         self.fields = ",".join(stream.columns)
-        self.order = order_filters(stream.table)  # none on staff: the docs list no order filter there
+        self.order = resource.order  # none on staff: the docs list no order filter there
+        self.counted = resource.count  # some lists document no /count: their first page alone sizes the window
         self.converter: RowConverter = stream.converter()
         self.expected_rows: int | None = None
         self.keys = KeyTracker(stream, prior, report)
@@ -231,6 +236,7 @@ class _EntitySync:
         # Records served so far when the whole window is one slice (None otherwise, and after a resume): once they
         # reach the count, a short page is the end and the request that would confirm it is saved.
         self.sole_slice_served: int | None = None
+        self.sizing_requests = 2  # count + first page; one where either alone answers
 
     async def _send(
         self, rows: Sequence[Mapping[str, Any]], patch: Any, *, requests: int, deletes: Sequence[Any] = ()
@@ -436,9 +442,29 @@ class _EntitySync:
         async def fetch_first() -> None:
             self.first_page = (await self._first_pages(filters, [0]))[0]
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(fetch_count)
-            tg.start_soon(fetch_first)
+        if not self.counted:
+            # The docs give this list no /count: its first page alone sizes the window, and a full one is read as
+            # one slice to its end (only an empty page ends it).
+            await fetch_first()
+            self.sizing_requests = 1
+            if self.first_page[1] >= self.page_size:
+                self.pages_to_slice = 1
+            return
+        if self.stream.cursor and self.prior.get("cursor") is not None:
+            # A later incremental window: most are empty (a catalogue of ~40 resources, most rarely changed), and an
+            # empty first page is the whole answer, so the count is asked only when the page holds rows. That keeps
+            # an incremental sync at about one request per stream. (A short page that is not empty proves nothing:
+            # a deployment may cap its pages, so the count still decides.)
+            await fetch_first()
+            if self.first_page[1] == 0:
+                self.expected_rows = 0
+                self.sizing_requests = 1
+                return
+            await fetch_count()
+        else:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(fetch_count)
+                tg.start_soon(fetch_first)
         served = self.first_page[1]
         count = self.expected_rows or 0
         if 0 < served < PAGE_LIMIT and count > served:
@@ -457,7 +483,7 @@ class _EntitySync:
             # Everything fits in one page: one slice, already done.
             after = max((row["id"] for row in rows0), default=None)
             run["slices"] = {"0": {"lo": None, "hi": None, "after": after, "done": True}}
-            await self._send(rows0, [(("run",), run)], requests=2)
+            await self._send(rows0, [(("run",), run)], requests=self.sizing_requests)
             return {}
         pages = self.pages_to_slice
         count = self.expected_rows or 0
@@ -478,12 +504,12 @@ class _EntitySync:
             hi = starts[index + 1][1] if index + 1 < len(starts) else None
             slices[str(index)] = {"lo": lo, "hi": hi, "after": None, "done": False}
         run["slices"] = slices
-        await self._send([], [(("run",), run)], requests=2 + len(seeds))  # count, first page, seeds
+        await self._send([], [(("run",), run)], requests=self.sizing_requests + len(seeds))  # count, first page, seeds
         logger.info(
             "%s: %d rows in the window, %d pages, %d parallel slices", self.stream.key, count, pages, len(slices)
         )
         # Deliver each slice's first page, then let the slices continue by keyset.
-        if len(starts) == 1:
+        if len(starts) == 1 and self.expected_rows is not None:
             self.sole_slice_served = served0
         pending: dict[str, dict[str, Any]] = {}
         for index, (page, _lo) in enumerate(starts):
