@@ -33,7 +33,6 @@ from syncflow.sources import ACCELO_STREAMS
 from syncflow.sources._accelo_catalog import (
     CATALOG,
     CURSORS,
-    LEFT_OUT,
     RESOURCES,
     STREAM_NAMES,
     AcceloResource,
@@ -106,7 +105,9 @@ def test_each_of_the_six_has_a_documented_list_count_and_object() -> None:
         fields = object_fields(resource.doc_resource, resource.path)
         assert fields["id"] == "LONG"
         assert endpoint.object is not None
-        defaults = [f["name"] for f in CATALOG[resource.doc_resource]["objects"][endpoint.object]["fields"] if f["default"]]
+        defaults = [
+            f["name"] for f in CATALOG[resource.doc_resource]["objects"][endpoint.object]["fields"] if f["default"]
+        ]
         assert "id" in defaults, name
         assert endpoint.allows("range", "id"), f"{name}: the keyset pages need id_greater_than"
 
@@ -149,13 +150,17 @@ def test_streams_declare_exactly_the_documented_fields() -> None:
     for name, stream in ACCELO_STREAMS.items():
         assert isinstance(stream, AcceloResource)
         endpoint = list_endpoint(stream.doc_resource, stream.path)
-        assert stream.endpoint == f"/api/v0{stream.path}" and stream.doc_file == CATALOG[stream.doc_resource]["doc_file"]
+        assert (
+            stream.endpoint == f"/api/v0{stream.path}" and stream.doc_file == CATALOG[stream.doc_resource]["doc_file"]
+        )
         assert dict(stream.columns) == dict(object_fields(stream.doc_resource, stream.path)), name
         assert stream.primary_key == ("id",)
         assert dict(stream.filters) == dict(endpoint.filters), name
         assert stream.order == (("order_by_asc(id)",) if endpoint.allows("order", "id") else ()), name
         # The rule: incremental on date_modified where the list documents that filter, else a full refresh.
-        rule = "date_modified" if endpoint.allows("date", "date_modified") and "date_modified" in stream.columns else None
+        rule = (
+            "date_modified" if endpoint.allows("date", "date_modified") and "date_modified" in stream.columns else None
+        )
         cursor = CURSORS.get(name, rule)
         assert stream.cursor == cursor, name
         if cursor is not None:

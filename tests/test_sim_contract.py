@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 
-from syncflow.sim._model import NEW_RESOURCE_COUNT
 from syncflow.sim import (
     ACCELO_CLIENT_ID,
     ACCELO_CLIENT_SECRET,
@@ -22,6 +21,7 @@ from syncflow.sim import (
     SimConfig,
     Simulator,
 )
+from syncflow.sim._model import NEW_RESOURCE_COUNT
 
 SMALL = {"companies": 120, "invoices": 150, "payments": 90, "prospects": 60, "jobs": 80, "staff": 15}
 

@@ -33,9 +33,9 @@ def render() -> str:
         count = "" if resource.count else ", no `/count`"
         doc = resource.doc_file.rsplit("/", 1)[-1]
         columns = ", ".join(resource.columns)
+        key = "`, `".join(resource.primary_key)
         lines.append(
-            f"| `accelo.{resource.table}` | `GET {resource.path}` (`{doc}`{count}) | `{'`, `'.join(resource.primary_key)}` "
-            f"| {cursor} | {columns} |"
+            f"| `accelo.{resource.table}` | `GET {resource.path}` (`{doc}`{count}) | `{key}` | {cursor} | {columns} |"
         )
     for stream in AWARDCO_STREAMS.values():
         cursor = f"`{stream.cursor}`" if stream.cursor else "none"
@@ -45,13 +45,14 @@ def render() -> str:
         )
     counted = sum(1 for r in RESOURCES.values() if r.count)
     total = len(RESOURCES)
+    pages = f"{math.ceil(100_000 / PAGE):,}"
     lines += [
         "",
         f"{total} Accelo streams. What they cost in requests: a first sync of a resource with N records costs",
-        f"ceil(N / {PAGE}) pages plus its `/count` (the {total - counted} lists without a documented `/count` skip it) and,",
-        "for a table past a few pages, one request per parallel slice to learn it ended; so the whole catalogue's first",
-        f"sync costs about {total + counted} requests plus one per {PAGE} records (e.g. {math.ceil(100_000 / PAGE):,} pages for",
-        "100,000 records in all), within the one 5,000 requests/hour budget every Accelo stream shares. A later",
+        f"ceil(N / {PAGE}) pages plus its `/count` (the {total - counted} lists without a documented `/count` skip",
+        "it) and, for a table past a few pages, one request per parallel slice to learn it ended; so the whole",
+        f"catalogue's first sync costs about {total + counted} requests plus one per {PAGE} records (e.g. {pages}",
+        "pages for 100,000 records in all), within the one 5,000 requests/hour budget every Accelo stream shares. A later",
         "incremental sync costs one request per stream whose window is empty (its first page; the count is asked only",
         "when that page holds rows) and two or more for the rest; a full-refresh stream re-reads its table every sync.",
         "",

@@ -32,8 +32,8 @@ from ._exceptions import (
 from ._pipeline import Sink
 from ._redaction import Secret
 from ._streams import Stream
-from .sources._accelo_catalog import AcceloResource, accelo_resource
 from ._sync import StreamSummary, SyncResult
+from .sources._accelo_catalog import AcceloResource, accelo_resource
 
 __version__ = "0.1.0"
 

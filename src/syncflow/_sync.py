@@ -137,7 +137,9 @@ def select_streams(settings: Settings, names: Sequence[str | Stream] | None) -> 
             matches = [name]
         else:
             source, _, table = name.partition(".")
-            matches = [s for s in streams if name in (s.key, s.table, s.source) or (table == "*" and s.source == source)]
+            matches = [
+                s for s in streams if name in (s.key, s.table, s.source) or (table == "*" and s.source == source)
+            ]
         if not matches:
             known = ", ".join(s.key for s in streams)
             where = "the streams key" if from_key else "streams"

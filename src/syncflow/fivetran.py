@@ -28,7 +28,7 @@ from ._progress import LogProgress
 from ._redaction import Secret, redact_text
 from ._setup import SetupReport, probe
 from ._state import StateDocument
-from ._sync import SyncResult, available_streams, run_sync, select_streams
+from ._sync import SyncResult, run_sync, select_streams
 
 __all__ = [
     "FivetranSink",

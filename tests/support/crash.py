@@ -133,6 +133,8 @@ def read_warehouse(project: Path) -> dict[str, dict[Any, Any]]:
     Also asserts the table holds no duplicate primary keys."""
     import duckdb
 
+    from syncflow.sources._accelo_catalog import RESOURCES
+
     path = project / "files" / "warehouse.db"
     if not path.exists():
         return {}
@@ -145,9 +147,7 @@ def read_warehouse(project: Path) -> dict[str, dict[Any, Any]]:
         for schema, table in found:
             source = schema.removeprefix("tester_")
             key = "employee_id" if source == "awardco" else "id"
-            cursor = {"awardco": "updated_at", "payments": "date_created", "staff": None}.get(
-                source if source == "awardco" else table, "date_modified"
-            )
+            cursor = "updated_at" if source == "awardco" else RESOURCES[table].cursor
             column = f"epoch({cursor})::BIGINT" if cursor else "NULL"
             rows = connection.sql(f'select {key}, {column} from "{schema}"."{table}"').fetchall()
             values = {k: v for k, v in rows}

@@ -22,8 +22,8 @@ from urllib.parse import parse_qsl
 import anyio
 import httpx
 
-from . import _accelo, _awardco
 from ..sources._accelo_catalog import RESOURCES
+from . import _accelo, _awardco
 from ._data import Table, Users, build_table, build_users
 from ._faults import FaultDecision, FixedWindow, decide
 from ._model import ACCELO_ENTITIES, Mutation, Outage, SimConfig, SimStats

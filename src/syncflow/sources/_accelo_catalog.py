@@ -23,6 +23,7 @@ __all__ = [
     "CURSORS",
     "LEFT_OUT",
     "RESOURCES",
+    "STREAM_NAMES",
     "AcceloResource",
     "ListEndpoint",
     "accelo_resource",
@@ -147,7 +148,7 @@ def accelo_resource(
     *,
     name: str | None = None,
     columns: Sequence[str] | None = None,
-    cursor: str | None | bool = True,
+    cursor: str | bool | None = True,
 ) -> AcceloResource:
     """The stream `accelo.<name>` for a documented list, declared from the docs fixture.
 
