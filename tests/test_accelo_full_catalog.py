@@ -25,7 +25,7 @@ from support.crash import make_project, read_warehouse, run_debug
 from syncflow import ConfigurationError, Settings
 from syncflow._state import StateDocument
 from syncflow._sync import select_streams
-from syncflow.sim import Simulator
+from syncflow.sim import Mutation, Simulator
 from syncflow.sources import ACCELO_STREAMS
 from syncflow.sources._accelo_catalog import CATALOG, LEFT_OUT, RESOURCES, STREAM_NAMES
 from syncflow.sources.accelo import allocate_slices
@@ -33,29 +33,36 @@ from syncflow.sources.accelo import allocate_slices
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _pageable_by_id() -> set[str]:
-    """`GET <path>` of every non-nested documented list whose object (defined in the same doc file) has an id field
-    and whose filters include an id range, from the raw fixture."""
-    found = set()
+_NOT_TABLES = ("/recent", "/newest", "/profiles/values", "/extensions/values", "/profiles/fields",
+               "/extensions/fields", "/meta")  # fmt: skip
+
+
+def _keyed_lists() -> dict[str, bool]:
+    """`GET <path>` -> whether it documents an id range filter, for every non-nested documented list whose object
+    (defined in the same doc file) has an id field, less views and metadata, from the raw fixture."""
+    found = {}
     for entry in CATALOG.values():
         for item in entry["lists"]:
             obj = entry["objects"].get(item["object"] or "")
-            if item["nested"] or obj is None:
+            path = item["path"]
+            if item["nested"] or obj is None or path.endswith(_NOT_TABLES) or path.startswith("/prospect/"):
                 continue
-            if any(f["name"] == "id" for f in obj["fields"]) and "id" in item["filters"].get("range", []):
-                found.add(item["path"])
+            if any(f["name"] == "id" for f in obj["fields"]):
+                found[path] = "id" in item["filters"].get("range", [])
     return found
 
 
 def test_every_documented_list_is_a_stream_or_left_out_with_a_reason() -> None:
-    streamed = {resource.path for resource in RESOURCES.values()}
-    views = {p for p in _pageable_by_id() if p.endswith(("/recent", "/newest"))}
-    assert streamed == _pageable_by_id() - views
+    streamed = {resource.path: resource.keyset for resource in RESOURCES.values()}
+    assert streamed == _keyed_lists()
+    streamed_paths = set(streamed)
     every = {(item["path"], entry["doc_file"]) for entry in CATALOG.values() for item in entry["lists"]}
     left = {tuple(where.removeprefix("GET ").rstrip(")").split(" (")) for where in LEFT_OUT}
-    assert {path for path, _ in every} == streamed | {path for path, _ in left}
+    assert {path for path, _ in every} == streamed_paths | {path for path, _ in left}
     assert all(why.strip() for why in LEFT_OUT.values())
-    assert len(RESOURCES) >= 38 and list(RESOURCES)[:6] == list(STREAM_NAMES)
+    assert len(RESOURCES) >= 50 and list(RESOURCES)[:6] == list(STREAM_NAMES)
+    # Only a keyset stream can be incremental: a window needs the id range to page within it.
+    assert all(r.keyset for r in RESOURCES.values() if r.cursor)
     # Every table name is a valid, distinct destination name.
     assert len({r.table for r in RESOURCES.values()}) == len(RESOURCES)
 
@@ -127,8 +134,10 @@ def test_an_extra_resource_is_one_declaration_from_public_names(tmp_path: Path) 
     assert len(rows) == 25 and all(title for _, title, _ in rows)
     with pytest.raises(ValueError, match="nope not documented fields"):
         syncflow.accelo_resource("contracts", "/contracts/types", columns=["nope"])
-    with pytest.raises(ValueError, match="no id range filter"):
-        syncflow.accelo_resource("divisions")
+    with pytest.raises(KeyError, match="names no object for GET /contracts/statuses"):
+        syncflow.accelo_resource("contracts", "/contracts/statuses")
+    with pytest.raises(ValueError, match="an incremental window needs the id range filter"):
+        syncflow.accelo_resource("resources", cursor="date_created")
 
 
 def test_an_incremental_sync_of_the_catalogue_costs_about_one_request_per_stream(make_sim: Any) -> None:
@@ -144,12 +153,15 @@ def test_an_incremental_sync_of_the_catalogue_costs_about_one_request_per_stream
         if endpoint.startswith("GET /api/v0/")
     }
     incremental = [r for r in RESOURCES.values() if r.cursor]
-    refresh = [r for r in RESOURCES.values() if not r.cursor]
+    keyset = [r for r in RESOURCES.values() if not r.cursor and r.keyset]
+    by_page = [r for r in RESOURCES.values() if not r.keyset]
     # Nothing changed: an incremental stream's empty first page is the whole answer (no count); a full refresh reads
-    # its table again (its count where documented, and its first page).
+    # its table again: its count where documented and its first page (by page number: and the empty page that ends
+    # it when there is no count).
     for resource in incremental:
         assert data.get(resource.endpoint) == 1 and f"{resource.endpoint}/count" not in data, resource.table
-    assert sum(data.values()) == len(incremental) + sum(1 + r.count for r in refresh)
+    expected = len(incremental) + sum(1 + r.count for r in keyset) + sum(1 + (1 if r.count else 1) for r in by_page)
+    assert sum(data.values()) == expected
 
 
 def test_slices_are_shared_fairly_among_forty_streams() -> None:
@@ -168,3 +180,39 @@ def test_the_readme_tables_section_is_generated_from_the_fixture() -> None:
     assert module.updated(readme) == readme, "README Tables is stale: run python tools/readme_tables.py"
     for name in ACCELO_STREAMS:
         assert f"| `accelo.{name}` |" in readme
+
+
+def test_a_list_read_by_page_number_captures_deletes_only_when_provably_whole(make_sim: Any) -> None:
+    # divisions: no id range filter in the docs, but a /count; issues_classes: neither.
+    both = ["accelo.divisions", "accelo.issues_classes"]
+    sim: Simulator = make_sim(accelo_counts={"divisions": 230, "issues_classes": 40})
+    sink, state = RecordingSink(), StateDocument()
+    sync_once(sim, sink, state, streams=both)
+    assert len(sink.tables["accelo.divisions"]) == 230 and len(sink.tables["accelo.issues_classes"]) == 40
+    # Deleted between syncs: the next refresh reads every page, matches the count (or a short first page) and
+    # deletes exactly what is gone.
+    sim.apply_mutation(Mutation(after_requests=1, source="accelo", entity="divisions", delete=4))
+    sim.apply_mutation(Mutation(after_requests=1, source="accelo", entity="issues_classes", delete=3))
+    sync_once(sim, sink, state, streams=both)
+    for name in ("divisions", "issues_classes"):
+        truth = {int(r["id"]) for r in sim.ground_truth()["accelo"][name]}
+        assert set(sink.tables[f"accelo.{name}"]) == truth, name
+    assert len(sink.deleted["accelo.divisions"]) == 4 and len(sink.deleted["accelo.issues_classes"]) == 3
+
+
+def test_a_list_changed_while_read_by_page_number_deletes_nothing_until_a_whole_read(make_sim: Any) -> None:
+    # Sync 1: count, pages 0-2 (requests 1-4). Sync 2: count, page 0, then 5 records vanish before page 1: the
+    # pages shift, a live record may be skipped, and the rows read no longer match the count.
+    mutation = Mutation(after_requests=7, source="accelo", entity="divisions", delete=5)
+    sim: Simulator = make_sim(accelo_counts={"divisions": 230}, mutations=[mutation])
+    sink, state = RecordingSink(), StateDocument()
+    sync_once(sim, sink, state, streams=["accelo.divisions"])
+    assert len(sink.tables["accelo.divisions"]) == 230
+    result, _ = sync_once(sim, sink, state, streams=["accelo.divisions"])
+    assert any("changed while its pages were read (225 rows read, /count said 230)" in w for w in result.warnings)
+    assert not sink.deleted.get("accelo.divisions"), "an unproven read deletes nothing"
+    assert len(sink.tables["accelo.divisions"]) == 230
+    result, _ = sync_once(sim, sink, state, streams=["accelo.divisions"])
+    assert not result.warnings
+    truth = {int(r["id"]) for r in sim.ground_truth()["accelo"]["divisions"]}
+    assert set(sink.tables["accelo.divisions"]) == truth and len(sink.deleted["accelo.divisions"]) == 5

@@ -29,7 +29,8 @@ def render() -> str:
         "|---|---|---|---|---|",
     ]
     for resource in RESOURCES.values():
-        cursor = f"`{resource.cursor}`" if resource.cursor else "none: full refresh, deletes captured"
+        refresh = "none: full refresh" + ("" if resource.keyset else " by page number")
+        cursor = f"`{resource.cursor}`" if resource.cursor else refresh
         count = "" if resource.count else ", no `/count`"
         doc = resource.doc_file.rsplit("/", 1)[-1]
         columns = ", ".join(resource.columns)
@@ -55,7 +56,9 @@ def render() -> str:
         "pages for 100,000 records in all), within the one 5,000 requests/hour budget every Accelo stream shares.",
         "A later incremental sync costs one request per stream whose window is empty (its first page; the count is",
         "asked only when that page holds rows) and two or more for the rest; a full-refresh stream re-reads its table",
-        "every sync.",
+        "every sync. A full refresh captures deletes when it completes; a list the docs give no id range filter is",
+        "read by page number, and captures them only when the read proves whole (the rows read match the `/count`, or",
+        "fit one short page), since a record deleted mid-read shifts the pages.",
         "",
         "<details><summary>Documented lists left out, and why</summary>",
         "",

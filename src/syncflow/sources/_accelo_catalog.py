@@ -136,6 +136,7 @@ class AcceloResource(Stream):
     order: tuple[str, ...] = ()
     doc_file: str = ""
     doc_resource: str = ""  # the fixture entry (doc file) it comes from
+    keyset: bool = True  # paged by id keyset; False: read whole by page number (no id range filter documented)
     path: str = ""  # under /api/v0
 
     def allows(self, kind: str, name: str) -> bool:
@@ -155,16 +156,18 @@ def accelo_resource(
     `resource` names the doc file (`contracts`), `path` the list in it (default `/<resource>`), `name` the table
     (default `resource`), `columns` a subset of the documented fields (default all; `id` always). `cursor=True` takes
     the rule: `date_modified` where the list documents a `date_modified` filter and the object has the field, else a
-    full refresh (deletes captured by each completed refresh); a name or None overrides it. The list must document an
-    `id` range filter: pages are an id keyset (`id_greater_than`).
+    full refresh (deletes captured by each completed refresh); a name or None overrides it. Pages are an id keyset
+    (`id_greater_than`) where the list documents an `id` range filter; elsewhere the list is a full refresh read by
+    page number (`_page`), ordered by id where the docs allow it.
     """
     path = path or _main_path(resource)
     endpoint = list_endpoint(resource, path)
     fields = {f["name"]: f["type"] for f in _fields_of(endpoint)}
     table = name or resource
     where = f"accelo.{table} (GET {path}, {CATALOG[resource]['doc_file']})"
-    if "id" not in fields or not endpoint.allows("range", "id"):
-        raise ValueError(f"{where}: the docs give it no id field or no id range filter, so it cannot be paged by id")
+    if "id" not in fields:
+        raise ValueError(f"{where}: the docs give its object no id field, so its rows have no key")
+    keyset = endpoint.allows("range", "id")
     if columns is not None:
         unknown = sorted(set(columns) - set(fields))
         if unknown:
@@ -172,15 +175,17 @@ def accelo_resource(
         fields = {n: t for n, t in fields.items() if n == "id" or n in columns}
     if cursor is True:
         documented = endpoint.allows("date", "date_modified") and fields.get("date_modified") == "UTC_DATETIME"
-        chosen: str | None = "date_modified" if documented else None
+        chosen: str | None = "date_modified" if documented and keyset else None
     else:
         chosen = cursor or None
         if chosen is not None and not (endpoint.allows("date", chosen) and chosen in fields):
             raise ValueError(f"{where}: cursor {chosen!r} is not a documented date filter and field of the list")
+        if chosen is not None and not keyset:
+            raise ValueError(f"{where}: an incremental window needs the id range filter the docs do not list")
     order = ("order_by_asc(id)",) if endpoint.allows("order", "id") else ()
     return AcceloResource(
         "accelo", table, MappingProxyType(fields), ("id",), chosen, endpoint=f"{API_PREFIX}{path}",
-        filters=endpoint.filters, count=endpoint.count, order=order, doc_file=CATALOG[resource]["doc_file"],
+        filters=endpoint.filters, count=endpoint.count, order=order, keyset=keyset, doc_file=CATALOG[resource]["doc_file"],
         doc_resource=resource, path=path,
     )  # fmt: skip
 
@@ -202,8 +207,17 @@ def _catalog_resources() -> tuple[tuple[AcceloResource, ...], Mapping[str, str]]
             if not main and path.endswith(("/recent", "/newest", "/profiles/values", "/extensions/values")):
                 left_out[where] = "a view or the values of another resource's records: not a table of its own"
                 continue
-            if path.endswith(("/profiles/fields", "/extensions/fields", "/meta")) or path.startswith("/prospect/"):
-                left_out[where] = "metadata or a lookup the docs define no id range for"
+            if path.endswith(("/profiles/fields", "/extensions/fields", "/meta")):
+                left_out[where] = "field definitions (metadata of another resource), not records"
+                continue
+            if path.startswith("/prospect/"):
+                left_out[where] = "the docs' path is outside /prospects (a typo or a legacy path): not verifiable"
+                continue
+            if item["object"] is None:
+                left_out[where] = "the docs define no object for it: no columns to declare"
+                continue
+            if item["object"] not in entry["objects"]:
+                left_out[where] = f"returns {item['object']}, defined in another doc file (not in this entry)"
                 continue
             table = resource if main else f"{resource}_{path.rsplit('/', 1)[-1]}"
             try:

@@ -221,6 +221,7 @@ class _EntitySync:
         self.fields = ",".join(stream.columns)
         self.order = resource.order  # none on staff: the docs list no order filter there
         self.counted = resource.count  # some lists document no /count: their first page alone sizes the window
+        self.keyset = resource.keyset  # False: the docs list no id range filter, so pages go by number
         self.converter: RowConverter = stream.converter()
         self.expected_rows: int | None = None
         self.keys = KeyTracker(stream, prior, report)
@@ -237,6 +238,7 @@ class _EntitySync:
         # reach the count, a short page is the end and the request that would confirm it is saved.
         self.sole_slice_served: int | None = None
         self.sizing_requests = 2  # count + first page; one where either alone answers
+        self.whole = True  # a page-number read that proved complete (deletes may be captured)
 
     async def _send(
         self, rows: Sequence[Mapping[str, Any]], patch: Any, *, requests: int, deletes: Sequence[Any] = ()
@@ -285,7 +287,7 @@ class _EntitySync:
         self.window = (lower, upper)
         self.filters = self._window_filters(lower, upper)
         self.slices = slices
-        if slices is None:
+        if slices is None and self.keyset:
             await self._size_window()
         self.active = True
 
@@ -293,7 +295,10 @@ class _EntitySync:
         if not self.active:
             return
         refresh = self.stream.cursor is None
-        if self.slices is None:
+        if not self.keyset:
+            await self._read_by_page_number()
+            slices: dict[str, dict[str, Any]] = {}
+        elif self.slices is None:
             if refresh:
                 # A full refresh is a sweep: what it does not return once it has completed was deleted.
                 await self._send([], self.keys.begin(self.server_now), requests=0)
@@ -305,6 +310,8 @@ class _EntitySync:
             for slice_id, bounds in slices.items():
                 if not bounds["done"]:
                     tg.start_soon(self._run_slice, slice_id, bounds, self.filters)
+        if not self.stream.cursor and self.keys.sweeping and not self.keyset and not self.whole:
+            await self._send([], self.keys.abandon(), requests=0)
         upper = self.window[1]
         # A server clock that stepped back mid-sync may have stamped records below `upper`: the cursor follows it.
         cursor = None if upper is None else self.source.lowest_server_time(upper)
@@ -533,6 +540,48 @@ class _EntitySync:
             await self._send(kept, [(("run", "slices", slice_id), bounds)], requests=0)
             pending[slice_id] = bounds
         return pending
+
+    async def _read_by_page_number(self) -> None:
+        """A list the docs give no id range filter (divisions, tags, rates, lookups): a full refresh by `_page`,
+        ordered by id where the docs allow it. Such lists are small; a crash re-reads them from the start.
+
+        Page numbers shift when a record is deleted mid-read, which could skip a live one; so deletes are captured
+        only when the read is provably whole: the rows read equal the `/count` asked first (where one is documented;
+        a create and a delete between the two would pass unseen, and are left to the next refresh) or, without a
+        count, everything came in a short first page. Otherwise the next refresh captures them.
+        """
+        await self._send([], self.keys.begin(self.server_now), requests=0)
+        client = self.source._client
+        count: int | None = None
+        requests = 0
+        if self.counted:
+            reply = await client.get_json(f"{self.path}/count", {}, validate=_count_problem)
+            count = self.expected_rows = int(reply.body["response"]["count"])
+            requests = 1
+        served = page = 0
+        while True:
+            params: dict[str, str | int] = {"_fields": self.fields, "_limit": PAGE_LIMIT, "_page": page}
+            if self.order:
+                params["_filters"] = ",".join(self.order)
+            reply = await client.get_json(self.path, params, validate=_list_problem)
+            records = reply.body["response"]
+            served += len(records)
+            await self._send(self._rows(records), [], requests=requests + 1)
+            requests = 0
+            # Only an empty page (or reaching the count) ends the read: a short page may be a server's cap.
+            if not records or (count is not None and served >= count):
+                break
+            page += 1
+        # Without a count, only a short first page followed by an empty one is provably everything.
+        self.whole = served == count if count is not None else served < PAGE_LIMIT and page <= 1
+        if not self.whole:
+            message = (
+                f"{self.stream.key}: the list changed while its pages were read ({served} rows read"
+                + (f", /count said {count}" if count is not None else "")
+                + "); deletes are captured by the next full refresh"
+            )
+            logger.warning("%s", message)
+            self.report.warnings.append(message)
 
     async def _run_slice(self, slice_id: str, bounds: dict[str, Any], filters: list[str]) -> None:
         client = self.source._client
