@@ -164,12 +164,13 @@ def truth_table(configuration: Mapping[str, str]) -> dict[str, dict[Any, Any]]:
 
     from syncflow import Settings
     from syncflow._sync import make_simulator
+    from syncflow.sources._accelo_catalog import RESOURCES
 
     simulator = make_simulator(Settings.from_mapping(configuration))
     truth = simulator.ground_truth()
     tables: dict[str, dict[Any, Any]] = {}
     for entity, records in truth["accelo"].items():
-        cursor = {"payments": "date_created", "staff": None}.get(entity, "date_modified")
+        cursor = RESOURCES[entity].cursor
         tables[f"accelo.{entity}"] = {int(r["id"]): (int(r[cursor]) if cursor else None) for r in records}
     tables["awardco.user"] = {
         u["employeeId"]: int(datetime.fromisoformat(u["updated_at"].replace("Z", "+00:00")).timestamp())

@@ -474,8 +474,10 @@ class Simulator:
             return False
         if api == "awardco":
             return "awardco.user" in forbidden
-        resource = scope["path"][len(_ACCELO_PREFIX) :].strip("/").split("/")[0]
-        return f"accelo.{resource}" in forbidden
+        # By table: forbidding accelo.prospects leaves accelo.prospects_types (GET /prospects/types) readable.
+        path = scope["path"][len(_ACCELO_PREFIX) :].strip("/")
+        table = self._paths.get(path.removesuffix("/count")) or self._paths.get(path, "")
+        return f"accelo.{table}" in forbidden
     # The docs' lockout: more than `accelo_lockout_after` failed authentications within `accelo_lockout_seconds`
     # lock the client out for that long; any attempt while locked out restarts the timer. Only this answer carries
     # a Retry-After (the seconds left).

@@ -185,8 +185,8 @@ def accelo_resource(
     order = ("order_by_asc(id)",) if endpoint.allows("order", "id") else ()
     return AcceloResource(
         "accelo", table, MappingProxyType(fields), ("id",), chosen, endpoint=f"{API_PREFIX}{path}",
-        filters=endpoint.filters, count=endpoint.count, order=order, keyset=keyset, doc_file=CATALOG[resource]["doc_file"],
-        doc_resource=resource, path=path,
+        filters=endpoint.filters, count=endpoint.count, order=order, keyset=keyset,
+        doc_file=CATALOG[resource]["doc_file"], doc_resource=resource, path=path,
     )  # fmt: skip
 
 
