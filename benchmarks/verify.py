@@ -17,9 +17,10 @@ import duckdb
 
 from syncflow.sources._accelo_catalog import RESOURCES, STREAM_NAMES
 
+from syncflow.sources.awardco import USER
+
 # The benchmarks compare systems on the six tables every peer implements (not the whole catalogue).
 ACCELO_STREAMS = {name: RESOURCES[name] for name in STREAM_NAMES}
-from syncflow.sources.awardco import USER
 
 __all__ = ["Verdict", "verify"]
 
