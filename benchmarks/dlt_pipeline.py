@@ -20,7 +20,6 @@ import requests
 
 from syncflow.sources._accelo_catalog import RESOURCES, STREAM_NAMES
 
-
 # The benchmarks compare systems on the six tables every peer implements (not the whole catalogue).
 ACCELO_STREAMS = {name: RESOURCES[name] for name in STREAM_NAMES}
 

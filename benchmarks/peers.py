@@ -23,7 +23,6 @@ import requests
 from fivetran_connector_sdk import Operations as op
 
 from syncflow.sources._accelo_catalog import RESOURCES, STREAM_NAMES
-
 from syncflow.sources.awardco import USER
 
 # The benchmarks compare systems on the six tables every peer implements (not the whole catalogue).

@@ -16,7 +16,6 @@ from typing import Any
 import duckdb
 
 from syncflow.sources._accelo_catalog import RESOURCES, STREAM_NAMES
-
 from syncflow.sources.awardco import USER
 
 # The benchmarks compare systems on the six tables every peer implements (not the whole catalogue).
@@ -80,7 +79,7 @@ def verify(
             pk_col = _snake(key)
             columns = [pk_col] + ([_snake(cursor)] if check_cursor and cursor else [])
             try:
-                found = con.execute(f'SELECT {", ".join(columns)} FROM {relation}').fetchall()
+                found = con.execute(f"SELECT {', '.join(columns)} FROM {relation}").fetchall()
             except duckdb.Error as exc:
                 verdict.problems.append(f"{source}.{table}: cannot read {relation}: {exc}".splitlines()[0])
                 continue
