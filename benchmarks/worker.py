@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from syncflow.sources._accelo_catalog import STREAM_NAMES
+
 __all__ = ["SYSTEMS", "connector_configuration", "main"]
 
 SYSTEMS = ("syncflow", "sequential", "lockstep5", "dlt", "bare_upsert", "split_fetch")
@@ -35,6 +37,12 @@ def connector_configuration(
         "accelo_requests_per_hour": str(accelo_per_hour),
         "awardco_requests_per_hour": "1000000",
         "max_concurrency": str(max_concurrency),
+        # The six tables every peer implements (the benchmarks compare like with like), and AwardCo.
+        "streams": ",".join(
+            name
+            for name in (*(f"accelo.{table}" for table in STREAM_NAMES), "awardco.user")
+            if name.split(".")[0] in sources.split(",")
+        ),
     }
 
 

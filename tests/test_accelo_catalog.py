@@ -30,7 +30,16 @@ from syncflow._sync import run_sync
 from syncflow.sim import Simulator
 from syncflow.sim._accelo import split_filters
 from syncflow.sources import ACCELO_STREAMS
-from syncflow.sources._accelo_catalog import CATALOG, CURSORS, main_list, object_fields
+from syncflow.sources._accelo_catalog import (
+    CATALOG,
+    CURSORS,
+    RESOURCES,
+    STREAM_NAMES,
+    AcceloResource,
+    list_endpoint,
+    main_list,
+    object_fields,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_DIR = ROOT / "src" / "syncflow" / "sources" / "accelo_catalog"
@@ -88,14 +97,21 @@ def test_the_fixture_is_consistent() -> None:
 
 
 def test_each_of_the_six_has_a_documented_list_count_and_object() -> None:
-    for name in ACCELO_STREAMS:
-        endpoint = main_list(name)
-        assert endpoint.count, f"GET /{name}/count is documented"
-        fields = object_fields(name)
+    for name in STREAM_NAMES:
+        assert main_list(name).count, f"GET /{name}/count is documented"
+    for name, resource in RESOURCES.items():
+        endpoint = list_endpoint(resource.doc_resource, resource.path)
+        assert endpoint.count == resource.count, name
+        fields = object_fields(resource.doc_resource, resource.path)
         assert fields["id"] == "LONG"
-        defaults = [f["name"] for f in CATALOG[name]["objects"][endpoint.object]["fields"] if f["default"]]
+        assert endpoint.object is not None
+        defaults = [
+            f["name"] for f in CATALOG[resource.doc_resource]["objects"][endpoint.object]["fields"] if f["default"]
+        ]
         assert "id" in defaults, name
-        assert endpoint.allows("range", "id"), f"{name}: the keyset pages need id_greater_than"
+        # Keyset pages need id_greater_than; a list without it is read by page number, never incrementally.
+        assert endpoint.allows("range", "id") == resource.keyset, name
+        assert resource.keyset or resource.cursor is None, name
 
 
 def test_hand_fixes_are_applied_where_they_say() -> None:
@@ -132,13 +148,25 @@ def test_regenerating_from_the_docs_gives_the_committed_fixture(docs_git: str) -
 
 
 def test_streams_declare_exactly_the_documented_fields() -> None:
+    assert list(ACCELO_STREAMS)[:6] == list(STREAM_NAMES), "the six original tables keep their names"
     for name, stream in ACCELO_STREAMS.items():
-        assert dict(stream.columns) == dict(object_fields(name)), name
+        assert isinstance(stream, AcceloResource)
+        endpoint = list_endpoint(stream.doc_resource, stream.path)
+        assert (
+            stream.endpoint == f"/api/v0{stream.path}" and stream.doc_file == CATALOG[stream.doc_resource]["doc_file"]
+        )
+        assert dict(stream.columns) == dict(object_fields(stream.doc_resource, stream.path)), name
         assert stream.primary_key == ("id",)
-        cursor = CURSORS[name]
-        assert stream.cursor == cursor
+        assert dict(stream.filters) == dict(endpoint.filters), name
+        assert stream.order == (("order_by_asc(id)",) if endpoint.allows("order", "id") else ()), name
+        # The rule: incremental on date_modified where the list documents that filter, else a full refresh.
+        rule = (
+            "date_modified" if endpoint.allows("date", "date_modified") and "date_modified" in stream.columns else None
+        )
+        cursor = CURSORS.get(name, rule)
+        assert stream.cursor == cursor, name
         if cursor is not None:
-            assert cursor in stream.columns and main_list(name).allows("date", cursor), name
+            assert cursor in stream.columns and endpoint.allows("date", cursor), name
     # What the example connector got wrong, as the docs have it.
     staff = ACCELO_STREAMS["staff"].columns
     assert "standing" in staff and "status" not in staff
@@ -152,7 +180,7 @@ def test_streams_declare_exactly_the_documented_fields() -> None:
 
 def _classify(resource: str, name: str, args: list[str]) -> str | None:
     """The kind of filter the docs list that `name(args)` is for this resource, or None when they list none."""
-    endpoint = main_list(resource)
+    endpoint = RESOURCES[resource]
     if name in ("order_by_asc", "order_by_desc"):
         return "order" if len(args) == 1 and endpoint.allows("order", args[0]) else None
     for suffix in ("_after", "_before"):
@@ -183,19 +211,22 @@ def test_every_filter_and_order_syncflow_sends_is_documented_for_its_resource(ma
     watching = _Watching(sim.transport())
     state = StateDocument()
     for _ in range(2):  # a first (sliced) sync, then an incremental one with date windows
-        settings = Settings.from_mapping(sim_configuration(sources="accelo"))
+        settings = Settings.from_mapping(sim_configuration(sources="accelo", streams=""))
         result = run_sync(settings, RecordingSink(), state, transport=watching)
         assert set(result.completed) == {f"accelo.{name}" for name in ACCELO_STREAMS}
     sent: dict[str, set[str]] = {}
+    by_path = {stream.endpoint: name for name, stream in RESOURCES.items()}
     for path, params in watching.seen:
-        resource = path.removeprefix("/api/v0/").removesuffix("/count")
-        assert resource in ACCELO_STREAMS, path
+        resource = by_path[path.removesuffix("/count")]
+        if path.endswith("/count"):
+            assert RESOURCES[resource].count, f"{path}: the docs give no /count"
         for name, args in split_filters(params.get("_filters", "")):
             kind = _classify(resource, name, args)
             assert kind is not None, f"{resource}: {name}({','.join(args)}) is not a filter the docs list"
             sent.setdefault(resource, set()).add(f"{kind}:{name}")
         fields = [f for f in params.get("_fields", "").split(",") if f]
-        assert set(fields) <= set(object_fields(resource)), (resource, set(fields) - set(object_fields(resource)))
+        documented = set(RESOURCES[resource].columns)
+        assert set(fields) <= documented, (resource, set(fields) - documented)
     # The syncs did use filters (windows, keysets), and none on staff orders it.
     assert "date:date_modified_after" in sent["companies"] and "range:id_greater_than" in sent["invoices"]
     assert "order:order_by_asc" in sent["jobs"]
@@ -204,18 +235,19 @@ def test_every_filter_and_order_syncflow_sends_is_documented_for_its_resource(ma
 
 def test_the_simulator_lists_exactly_the_documented_filters_and_fields(make_sim: Any) -> None:
     sim: Simulator = make_sim()
-    for name in ACCELO_STREAMS:
+    for name, resource in RESOURCES.items():
         spec = sim._tables[name].spec
-        assert dict(spec.filters) == dict(main_list(name).filters), name
-        assert list(spec.fields) == list(object_fields(name)), name
+        documented = list(object_fields(resource.doc_resource, resource.path))
+        assert dict(spec.filters) == dict(list_endpoint(resource.doc_resource, resource.path).filters), name
+        assert list(spec.fields) == documented, name
         for record in sim.ground_truth()["accelo"][name][:50]:
-            assert list(record) == list(object_fields(name)), name
+            assert list(record) == documented, name
 
 
 def test_a_mock_sync_fills_every_documented_column(make_sim: Any) -> None:
     sim: Simulator = make_sim()
     sink = RecordingSink()
-    result, _ = sync_once(sim, sink, sources="accelo")
+    result, _ = sync_once(sim, sink, sources="accelo", streams=["accelo.*"])
     for name, stream in ACCELO_STREAMS.items():
         rows = list(sink.tables[f"accelo.{name}"].values())
         assert rows, name

@@ -24,6 +24,7 @@ from syncflow._config import ConfigurationError, all_keys
 from syncflow._setup import probe
 from syncflow.fivetran import configuration_form, schema
 from syncflow.sim import SimConfig, Simulator
+from syncflow.sources import ACCELO_STREAMS
 
 sys.path.insert(0, str(Path(__file__).parent))
 from support.crash import make_project, run_debug
@@ -170,7 +171,9 @@ def test_a_still_encrypted_secret_is_one_clear_line() -> None:
 
 def test_schema_declares_nothing_instead_of_raising_on_a_bad_configuration() -> None:
     assert schema({"accelo_deployment": "acme"}) == []
-    assert len(schema({"use_mock": "true"})) == 7
+    assert len(schema({"use_mock": "true"})) == len(ACCELO_STREAMS) + 1  # the whole catalogue and AwardCo
+    chosen = schema({"use_mock": "true", "streams": "accelo.tasks,awardco"})
+    assert [(t["schema"], t["table"]) for t in chosen] == [("accelo", "tasks"), ("awardco", "user")]
 
 
 # -- setup tests ---------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from support.helpers import RuleTransport, assert_checkpoints_safe, durable_sink
-from support.sim import RecordingSink, assert_matches_truth, sim_configuration, sync_once
+from support.sim import CLASSIC_STREAMS, RecordingSink, assert_matches_truth, sim_configuration, sync_once
 from syncflow import AuthenticationError, HTTPStatusError, PermissionDenied, Settings, StreamsFailed
 from syncflow._http import RetryPolicy
 from syncflow._http._client import RetryWindow
@@ -24,7 +24,7 @@ from syncflow.sim import Outage, SimConfig, Simulator
 from syncflow.sources import ACCELO_STREAMS
 
 MakeSim = Callable[..., Simulator]
-ACCELO = [stream.key for stream in ACCELO_STREAMS.values()]
+ACCELO = [key for key in CLASSIC_STREAMS if key.startswith("accelo.")]  # what sim_configuration syncs
 ALL = [*ACCELO, "awardco.user"]
 
 

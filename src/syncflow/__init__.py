@@ -52,8 +52,10 @@ from ._streams import RowConverter, Stream
 from ._sync import StreamSummary, SyncResult
 from ._version import __version__
 from .sources import AcceloSettings, AcceloSource, AwardcoSettings, AwardcoSource
+from .sources._accelo_catalog import AcceloResource, accelo_resource
 
 __all__ = [
+    "AcceloResource",
     "AcceloSettings",
     "AcceloSource",
     "AccessToken",
@@ -98,6 +100,7 @@ __all__ = [
     "SyncflowError",
     "TransportError",
     "__version__",
+    "accelo_resource",
     "extract",
     "extract_async",
     "iter_rows",

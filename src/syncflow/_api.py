@@ -39,6 +39,7 @@ from ._edge import ConfigurationLike, resolve_settings, resolve_transport
 from ._pipeline import Batch, Progress, Sink, deliver
 from ._source import Source
 from ._state import StateDocument
+from ._streams import Stream
 from ._sync import AsyncSync, SyncResult, available_streams, iterate_sync, run_sync, select_streams
 
 __all__ = [
@@ -55,7 +56,7 @@ __all__ = [
     "to_duckdb_async",
 ]
 
-StreamsLike = str | Sequence[str] | None
+StreamsLike = str | Sequence[str | Stream] | None
 ProgressLike = bool | Progress | None
 
 
@@ -63,7 +64,7 @@ def _settings(configuration: ConfigurationLike, sources: Sequence[Source] | None
     return resolve_settings(configuration, sources)
 
 
-def _names(streams: StreamsLike) -> list[str] | None:
+def _names(streams: StreamsLike) -> list[str | Stream] | None:
     return [streams] if isinstance(streams, str) else (list(streams) if streams else None)
 
 

@@ -17,6 +17,7 @@ import difflib
 import json
 import logging
 import math
+import re
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,9 @@ class Key:
 KEYS: tuple[Key, ...] = (
     Key("use_mock", "Use the simulated APIs", "Sync from syncflow's built-in simulated APIs, offline, with no "
         "credentials (for trying the connector out).", "boolean", "false"),
+    Key("streams", "Streams", "Which tables to sync: a comma list of source.table, source.* (every table of a "
+        "source) or a source name; default: every table of the configured sources (a resource the credentials may "
+        "not read is skipped with a warning).", placeholder="source.table,source.*"),
     Key("start_date", "Start date", "Optional ISO-8601 lower bound for the first sync; default: everything.",
         "date", placeholder="2024-01-01"),
     Key("max_concurrency", "Requests in flight", "Requests in flight per API (chosen by benchmark).", "integer",
@@ -224,6 +228,8 @@ class Settings:
     # The most requests a sweep may spend per API per sync (None: a quarter of that API's hourly budget), so the
     # incremental part of every sync keeps most of the budget; a bigger sweep continues in the next sync.
     reconcile_max_requests: int | None = None
+    # The `streams` key: the tables to sync ("accelo.companies", "accelo.*", "awardco"); empty: every table.
+    streams: tuple[str, ...] = ()
     # The source plug-ins this configuration was read with (their streams are the ones it can sync).
     plugins: tuple[Source, ...] = field(default_factory=builtin_sources, repr=False, compare=False)
 
@@ -479,6 +485,21 @@ def _parse_sources(reader: ConfigReader, names: Sequence[str]) -> tuple[str, ...
     return chosen
 
 
+_STREAM_PATTERN = re.compile(r"[a-z][a-z0-9_]*(\.([a-z][a-z0-9_]*|\*))?")
+
+
+def _parse_streams(reader: ConfigReader) -> tuple[str, ...]:
+    # Only the form is checked here; which names exist is known once the sources are (`select_streams`).
+    names = tuple(part.strip().lower() for part in reader.text("streams").split(",") if part.strip())
+    malformed = [name for name in names if not _STREAM_PATTERN.fullmatch(name)]
+    if malformed:
+        raise ConfigurationError(
+            f"{reader.name('streams')}: {', '.join(map(repr, malformed))} is not a stream; use a comma list of "
+            "source.table, source.* (every table of a source) or a source name"
+        )
+    return names
+
+
 def _parse(raw: Mapping[str, Any], plugins: tuple[Source, ...]) -> Settings:
     reader = ConfigReader(raw, all_keys(plugins))
     use_mock = reader.boolean("use_mock", False)
@@ -526,6 +547,7 @@ def _parse(raw: Mapping[str, Any], plugins: tuple[Source, ...]) -> Settings:
         ca_bundle=_parse_ca_bundle(reader),
         reconcile_every_hours=reader.number("reconcile_every_hours"),
         reconcile_max_requests=reader.integer("reconcile_max_requests", 0, minimum=1) or None,
+        streams=_parse_streams(reader),
         plugins=plugins,
     )
 

@@ -99,6 +99,9 @@ class SourceRun:
     # spend in this sync (a larger sweep continues in the next one).
     reconcile_every_seconds: float = 24 * 3600.0
     sweep_requests: int = 1250
+    # The chosen streams by table, as declared (a caller may pass streams of its own, e.g. an extra Accelo resource
+    # declared with `syncflow.accelo_resource`); empty: the source's own `streams`.
+    chosen: Mapping[str, Stream] = field(default_factory=dict)
 
 
 @runtime_checkable

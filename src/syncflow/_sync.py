@@ -109,17 +109,31 @@ def identify_sources(settings: Settings) -> dict[str, str]:
     return {plugin.name: where or found.fingerprint() for plugin, found in settings.configured()}
 
 
-def select_streams(settings: Settings, names: Sequence[str] | None) -> list[Stream]:
-    """The streams to sync: all configured ones, or those named ("accelo.companies", "companies", "accelo")."""
+def select_streams(settings: Settings, names: Sequence[str | Stream] | None) -> list[Stream]:
+    """The streams to sync: those named ("accelo.companies", "accelo.*", "companies", "accelo"), else those the
+    `streams` key names, else every configured one. A `Stream` given itself (an Accelo resource declared with
+    `syncflow.accelo_resource`) is synced as declared, if its source is configured."""
     streams = available_streams(settings)
-    if not names:
+    from_key = not names
+    wanted: Sequence[str | Stream] = names or settings.streams
+    if not wanted:
         return streams
+    configured = {s.source for s in streams}
     chosen: list[Stream] = []
-    for name in names:
-        matches = [s for s in streams if name in (s.key, s.table, s.source)]
+    for name in wanted:
+        if isinstance(name, Stream):
+            if name.source not in configured:
+                raise ConfigurationError(f"streams: {name.key} belongs to {name.source}, which is not configured")
+            matches = [name]
+        else:
+            source, _, table = name.partition(".")
+            matches = [
+                s for s in streams if name in (s.key, s.table, s.source) or (table == "*" and s.source == source)
+            ]
         if not matches:
             known = ", ".join(s.key for s in streams)
-            raise ConfigurationError(f"streams: unknown or unconfigured stream {name!r}; choose from {known}")
+            where = "the streams key" if from_key else "streams"
+            raise ConfigurationError(f"{where}: unknown or unconfigured stream {name!r}; choose from {known}")
         chosen.extend(s for s in matches if s not in chosen)
     return chosen
 
@@ -208,6 +222,7 @@ class _Producer:
                     report=report, concurrency=self.settings.max_concurrency, start_date=self.settings.start_date,
                     clock_now=time.time(), reconcile_every_seconds=self.settings.reconcile_every_hours * 3600,
                     sweep_requests=self._sweep_requests(found.requests_per_hour),
+                    chosen={s.table: s for s in self.streams if s.source == name},
                 )  # fmt: skip
                 tg.start_soon(self._run, plugin, run)
         return reports
@@ -268,7 +283,7 @@ def iterate_sync(
     settings: Settings,
     state: StateDocument,
     *,
-    streams: Sequence[str] | None = None,
+    streams: Sequence[str | Stream] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     progress: Progress | None = None,
     on_checkpoint: Callable[[Mapping[str, Any]], None] | None = None,
@@ -306,7 +321,7 @@ class AsyncSync:
         settings: Settings,
         state: StateDocument,
         *,
-        streams: Sequence[str] | None = None,
+        streams: Sequence[str | Stream] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         progress: Progress | None = None,
         on_checkpoint: Callable[[Mapping[str, Any]], None] | None = None,
@@ -368,7 +383,7 @@ class _Run:
 def _prepare(
     settings: Settings,
     state: StateDocument,
-    streams: Sequence[str] | None,
+    streams: Sequence[str | Stream] | None,
     transport: httpx.AsyncBaseTransport | None,
     progress: Progress | None,
 ) -> _Run:
@@ -433,7 +448,7 @@ def run_sync(
     sink: Sink,
     state: StateDocument,
     *,
-    streams: Sequence[str] | None = None,
+    streams: Sequence[str | Stream] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     progress: Progress | None = None,
 ) -> SyncResult:

@@ -29,7 +29,7 @@ from ._progress import LogProgress
 from ._redaction import Secret, redact_text
 from ._setup import SetupReport, probe
 from ._state import StateDocument
-from ._sync import SyncResult, available_streams, run_sync
+from ._sync import SyncResult, run_sync, select_streams
 
 __all__ = [
     "FivetranSink",
@@ -113,7 +113,7 @@ def _quiet() -> Iterator[None]:
 
 
 def schema(configuration: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The destination tables of every configured source (schema `accelo` and/or `awardco`).
+    """The destination tables of the chosen streams (the `streams` key; default every table of each configured source).
 
     A configuration that does not parse declares no tables: `update()` then reports it in one line (see above)."""
     with _quiet():
@@ -121,7 +121,11 @@ def schema(configuration: Mapping[str, Any]) -> list[dict[str, Any]]:
             settings = Settings.from_mapping(configuration)
         except SyncflowError:
             return []
-    return [stream.schema_entry() for stream in available_streams(settings)]
+        try:
+            chosen = select_streams(settings, None)
+        except SyncflowError:
+            return []
+    return [stream.schema_entry() for stream in chosen]
 
 
 def _fail(message: str) -> None:

@@ -133,6 +133,8 @@ def read_warehouse(project: Path) -> dict[str, dict[Any, Any]]:
     Also asserts the table holds no duplicate primary keys."""
     import duckdb
 
+    from syncflow.sources._accelo_catalog import RESOURCES
+
     path = project / "files" / "warehouse.db"
     if not path.exists():
         return {}
@@ -145,9 +147,7 @@ def read_warehouse(project: Path) -> dict[str, dict[Any, Any]]:
         for schema, table in found:
             source = schema.removeprefix("tester_")
             key = "employee_id" if source == "awardco" else "id"
-            cursor = {"awardco": "updated_at", "payments": "date_created", "staff": None}.get(
-                source if source == "awardco" else table, "date_modified"
-            )
+            cursor = "updated_at" if source == "awardco" else RESOURCES[table].cursor
             column = f"epoch({cursor})::BIGINT" if cursor else "NULL"
             rows = connection.sql(f'select {key}, {column} from "{schema}"."{table}"').fetchall()
             values = {k: v for k, v in rows}
@@ -164,12 +164,13 @@ def truth_table(configuration: Mapping[str, str]) -> dict[str, dict[Any, Any]]:
 
     from syncflow import Settings
     from syncflow.sim import mock_simulator
+    from syncflow.sources._accelo_catalog import RESOURCES
 
     simulator = mock_simulator(Settings.from_mapping(configuration))
     truth = simulator.ground_truth()
     tables: dict[str, dict[Any, Any]] = {}
     for entity, records in truth["accelo"].items():
-        cursor = {"payments": "date_created", "staff": None}.get(entity, "date_modified")
+        cursor = RESOURCES[entity].cursor
         tables[f"accelo.{entity}"] = {int(r["id"]): (int(r[cursor]) if cursor else None) for r in records}
     tables["awardco.user"] = {
         u["employeeId"]: int(datetime.fromisoformat(u["updated_at"].replace("Z", "+00:00")).timestamp())

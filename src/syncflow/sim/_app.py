@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 import anyio
 import httpx
 
+from ..sources._accelo_catalog import RESOURCES
 from . import _accelo, _awardco
 from ._data import Table, Users, build_table, build_users
 from ._faults import FaultDecision, FixedWindow, decide
@@ -81,6 +82,7 @@ class Simulator:
         self._tables: dict[str, Table] = {
             e: build_table(cfg.seed, e, cfg.accelo_counts[e], cfg.accelo_id_base) for e in ACCELO_ENTITIES
         }
+        self._paths = {RESOURCES[e].path.strip("/"): e for e in ACCELO_ENTITIES}
         self._users: Users = build_users(cfg.seed, cfg.awardco_users)
         if cfg.blank_cursor_dates:
             blank = random.Random(f"{cfg.seed}:blank")
@@ -472,8 +474,10 @@ class Simulator:
             return False
         if api == "awardco":
             return "awardco.user" in forbidden
-        resource = scope["path"][len(_ACCELO_PREFIX) :].strip("/").split("/")[0]
-        return f"accelo.{resource}" in forbidden
+        # By table: forbidding accelo.prospects leaves accelo.prospects_types (GET /prospects/types) readable.
+        path = scope["path"][len(_ACCELO_PREFIX) :].strip("/")
+        table = self._paths.get(path.removesuffix("/count")) or self._paths.get(path, "")
+        return f"accelo.{table}" in forbidden
     # The docs' lockout: more than `accelo_lockout_after` failed authentications within `accelo_lockout_seconds`
     # lock the client out for that long; any attempt while locked out restarts the timer. Only this answer carries
     # a Retry-After (the seconds left).
@@ -523,11 +527,14 @@ class Simulator:
         if repeated:
             # The docs' invalid_request: "includes a parameter more than once".
             return _accelo.error(400, "invalid_request", f"Parameter {repeated[0]} is given more than once.")
-        rest = scope["path"][len(_ACCELO_PREFIX) :].strip("/").split("/")
-        table = self._tables.get(rest[0])
-        if table is None or len(rest) > 2 or (len(rest) == 2 and rest[1] != "count"):
+        # Lists are found by their documented path (`/time/externals`, `/contracts/types`), each with its `/count`
+        # where the docs give one (elsewhere that is a 404, as for any undocumented path).
+        path = scope["path"][len(_ACCELO_PREFIX) :].strip("/")
+        counting = path.endswith("/count") and path[: -len("/count")] in self._paths
+        table = self._tables.get(self._paths.get(path[: -len("/count")] if counting else path, ""))
+        if table is None or (counting and not RESOURCES[table.spec.name].count):
             return _accelo.error(404, "not_found", f"No such endpoint: {scope['path']}")
-        if len(rest) == 2:
+        if counting:
             return _accelo.count_reply(table, params)
         return _accelo.list_reply(table, params, page_size_max=self.config.accelo_page_size_max)
 

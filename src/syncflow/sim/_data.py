@@ -273,10 +273,15 @@ def _plain_value(rng: random.Random, field: Mapping[str, Any], rid: int, created
 _STAFF_LINKS = frozenset({"manager", "modified_by", "owner_id", "created_by", "creator_id", "created_by_staff_id"})
 
 
-def _documented_builder(entity: str, semantics: Semantics) -> tuple[RecordBuilder, tuple[Mapping[str, Any], ...]]:
-    documented = _catalog.object_fields(entity)
-    endpoint = _catalog.main_list(entity)
-    fields = tuple(f for f in _catalog.CATALOG[entity]["objects"][endpoint.object]["fields"] if f["name"] in documented)
+def _documented_builder(
+    resource: _catalog.AcceloResource, semantics: Semantics
+) -> tuple[RecordBuilder, tuple[Mapping[str, Any], ...]]:
+    endpoint = _catalog.list_endpoint(resource.doc_resource, resource.path)
+    assert endpoint.object is not None
+    documented = resource.columns
+    owner = _catalog.CATALOG[endpoint.resource]["objects"][endpoint.object]["fields"]
+    fields = tuple(f for f in owner if f["name"] in documented)
+    entity = resource.table
 
     def build(rng: random.Random, rid: int, created: int, modified: int) -> Record:
         meaningful = semantics(rng, rid, created, modified)
@@ -291,6 +296,12 @@ def _documented_builder(entity: str, semantics: Semantics) -> tuple[RecordBuilde
         }
 
     return build, fields
+
+
+def _documented_only(rng: random.Random, rid: int, created: int, modified: int) -> Record:
+    # The catalogue beyond the six: every field a plain value of its documented type, in the docs' format.
+    del rng, rid, created, modified
+    return {}
 
 
 # Visible changes made by a modifying mutation, per entity (the date field is bumped separately).
@@ -329,11 +340,16 @@ class EntitySpec:
     types: Mapping[str, str] = field(default_factory=dict)
 
 
+def _touch_generic(rng: random.Random, rec: Record) -> None:
+    del rng, rec  # only the date changes (bumped by `Table.modify`): the record is re-read by its cursor
+
+
 def _spec(entity: str, semantics: Semantics, touch: Callable[[random.Random, Record], None] | None) -> EntitySpec:
-    build, documented = _documented_builder(entity, semantics)
+    resource = _catalog.RESOURCES[entity]
+    build, documented = _documented_builder(resource, semantics)
     fields = tuple(f["name"] for f in documented)
     defaults = tuple(f["name"] for f in documented if f["default"])
-    endpoint = _catalog.main_list(entity)
+    endpoint = resource
     dates = tuple(f["name"] for f in documented if f["type"] == "UTC_DATETIME")
     filter_dates = tuple(d for d in endpoint.filters.get("date", ()) if d in dates)
     types = {f["name"]: f["type"] for f in documented}
@@ -349,6 +365,11 @@ ENTITY_SPECS: dict[str, EntitySpec] = {
         _spec("prospects", _prospect, _touch_title),
         _spec("jobs", _job, _touch_title),
         _spec("staff", _staff, _touch_staff),
+        *(
+            _spec(name, _documented_only, _touch_generic if resource.cursor else None)
+            for name, resource in _catalog.RESOURCES.items()
+            if name not in ("companies", "invoices", "payments", "prospects", "jobs", "staff")
+        ),
     )
 }
 

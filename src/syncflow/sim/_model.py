@@ -10,13 +10,20 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from ..sources._accelo_catalog import RESOURCES
+
 ACCELO_CLIENT_ID = "syncflow-sim"
 ACCELO_CLIENT_SECRET = "syncflow-sim-secret"
 AWARDCO_API_KEY = "syncflow-sim-key"
-ACCELO_ENTITIES = ("companies", "invoices", "payments", "prospects", "jobs", "staff")
+#: Every Accelo table syncflow streams (the docs catalogue): the six original ones first.
+ACCELO_ENTITIES: tuple[str, ...] = tuple(RESOURCES)
 
+#: The six original tables keep the counts other tests were written against; every other resource starts small (a
+#: default mock sync reads the whole catalogue, and the suite must stay fast), with two pages' worth for mid-sized ones.
+_ORIGINAL_COUNTS = {"companies": 300, "invoices": 400, "payments": 300, "prospects": 200, "jobs": 250, "staff": 40}
+NEW_RESOURCE_COUNT = 25
 DEFAULT_ACCELO_COUNTS: Mapping[str, int] = MappingProxyType(
-    {"companies": 300, "invoices": 400, "payments": 300, "prospects": 200, "jobs": 250, "staff": 40}
+    {name: _ORIGINAL_COUNTS.get(name, NEW_RESOURCE_COUNT) for name in ACCELO_ENTITIES}
 )
 
 #: The fault kinds a schedule may name.

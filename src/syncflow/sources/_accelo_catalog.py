@@ -8,8 +8,8 @@ type and every filter syncflow sends are ones the documentation defines for that
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from types import MappingProxyType
 from typing import Any
@@ -21,7 +21,13 @@ __all__ = [
     "API_PREFIX",
     "CATALOG",
     "CURSORS",
+    "LEFT_OUT",
+    "RESOURCES",
+    "STREAM_NAMES",
+    "AcceloResource",
     "ListEndpoint",
+    "accelo_resource",
+    "list_endpoint",
     "main_list",
     "object_fields",
     "order_filters",
@@ -29,11 +35,11 @@ __all__ = [
 
 API_PREFIX = "/api/v0"
 
-#: The six tables syncflow has synced since its first release (the full catalogue is issue 17's work).
+#: The six tables syncflow synced before the full catalogue: names, keys and cursors unchanged.
 STREAM_NAMES = ("companies", "invoices", "payments", "prospects", "jobs", "staff")
 
-#: The date the incremental filter applies to: `date_modified` where the docs list a `date_modified` date filter;
-#: payments list only `date_created` (payments are immutable); staff list no date filter at all (full refresh).
+#: Cursors that are not the rule (`date_modified` where the docs list a `date_modified` date filter and the object
+#: has the field; otherwise a full refresh): payments list only `date_created` (payments are immutable).
 CURSORS: Mapping[str, str | None] = MappingProxyType(
     {
         "companies": "date_modified",
@@ -74,23 +80,42 @@ class ListEndpoint:
         return name in self.filters.get(kind, frozenset())
 
 
-def main_list(resource: str) -> ListEndpoint:
-    """The resource's own list (`GET /<resource>`), as the fixture records it."""
+def list_endpoint(resource: str, path: str) -> ListEndpoint:
+    """The documented list `GET <path>` of a resource's doc file, as the fixture records it."""
     entry = CATALOG[resource]
     for item in entry["lists"]:
-        if item["path"] == f"/{resource}":
+        if item["path"] == path:
             filters = {kind: frozenset(names) for kind, names in item["filters"].items()}
             return ListEndpoint(resource, item["path"], bool(item["count"]), item["object"], MappingProxyType(filters))
-    raise KeyError(f"the Accelo docs fixture lists no GET /{resource} for {entry['doc_file']}")
+    raise KeyError(f"the Accelo docs fixture lists no GET {path} for {entry['doc_file']}")
 
 
-def object_fields(resource: str) -> Mapping[str, str]:
-    """The documented fields of the object the resource's list returns: name -> Fivetran type, in the doc's order."""
-    endpoint = main_list(resource)
+def _main_path(resource: str) -> str:
+    # Every resource's own list is `/<resource>`, except time_externals (`/time/externals`).
+    return _MAIN_PATHS.get(resource, f"/{resource}")
+
+
+_MAIN_PATHS: Mapping[str, str] = MappingProxyType({"time_externals": "/time/externals"})
+
+
+def main_list(resource: str) -> ListEndpoint:
+    """The resource's own list (`GET /<resource>`), as the fixture records it."""
+    return list_endpoint(resource, _main_path(resource))
+
+
+def _fields_of(endpoint: ListEndpoint) -> tuple[Mapping[str, Any], ...]:
     if endpoint.object is None:
-        raise KeyError(f"the Accelo docs fixture names no object for GET /{resource}")
-    fields = CATALOG[resource]["objects"][endpoint.object]["fields"]
-    return MappingProxyType({field["name"]: field["type"] for field in fields})
+        raise KeyError(f"the Accelo docs fixture names no object for GET {endpoint.path}")
+    objects = CATALOG[endpoint.resource]["objects"]
+    if endpoint.object not in objects:
+        raise KeyError(f"GET {endpoint.path} returns {endpoint.object}, defined in another doc file")
+    return tuple(objects[endpoint.object]["fields"])
+
+
+def object_fields(resource: str, path: str | None = None) -> Mapping[str, str]:
+    """The documented fields of the object a list returns: name -> Fivetran type, in the doc's order."""
+    endpoint = list_endpoint(resource, path or _main_path(resource))
+    return MappingProxyType({field["name"]: field["type"] for field in _fields_of(endpoint)})
 
 
 def order_filters(resource: str) -> tuple[str, ...]:
@@ -99,9 +124,112 @@ def order_filters(resource: str) -> tuple[str, ...]:
     return ("order_by_asc(id)",) if main_list(resource).allows("order", "id") else ()
 
 
-ACCELO_STREAMS: Mapping[str, Stream] = MappingProxyType(
-    {
-        name: Stream("accelo", name, object_fields(name), ("id",), CURSORS[name], endpoint=f"{API_PREFIX}/{name}")
-        for name in STREAM_NAMES
-    }
-)
+@dataclass(frozen=True)
+class AcceloResource(Stream):
+    """One Accelo list resource as data: the stream (table, columns, key, cursor, endpoint) plus what reading it needs
+    (the list's documented filters, whether it has a `/count`, the order filter its pages use, its doc file).
+
+    Built from the docs fixture by `accelo_resource`; adding a resource is one call (one entry in `RESOURCES`)."""
+
+    filters: Mapping[str, frozenset[str]] = field(default_factory=lambda: MappingProxyType({}))
+    count: bool = True
+    order: tuple[str, ...] = ()
+    doc_file: str = ""
+    doc_resource: str = ""  # the fixture entry (doc file) it comes from
+    keyset: bool = True  # paged by id keyset; False: read whole by page number (no id range filter documented)
+    path: str = ""  # under /api/v0
+
+    def allows(self, kind: str, name: str) -> bool:
+        return name in self.filters.get(kind, frozenset())
+
+
+def accelo_resource(
+    resource: str,
+    path: str | None = None,
+    *,
+    name: str | None = None,
+    columns: Sequence[str] | None = None,
+    cursor: str | bool | None = True,
+) -> AcceloResource:
+    """The stream `accelo.<name>` for a documented list, declared from the docs fixture.
+
+    `resource` names the doc file (`contracts`), `path` the list in it (default `/<resource>`), `name` the table
+    (default `resource`), `columns` a subset of the documented fields (default all; `id` always). `cursor=True` takes
+    the rule: `date_modified` where the list documents a `date_modified` filter and the object has the field, else a
+    full refresh (deletes captured by each completed refresh); a name or None overrides it. Pages are an id keyset
+    (`id_greater_than`) where the list documents an `id` range filter; elsewhere the list is a full refresh read by
+    page number (`_page`), ordered by id where the docs allow it.
+    """
+    path = path or _main_path(resource)
+    endpoint = list_endpoint(resource, path)
+    fields = {f["name"]: f["type"] for f in _fields_of(endpoint)}
+    table = name or resource
+    where = f"accelo.{table} (GET {path}, {CATALOG[resource]['doc_file']})"
+    if "id" not in fields:
+        raise ValueError(f"{where}: the docs give its object no id field, so its rows have no key")
+    keyset = endpoint.allows("range", "id")
+    if columns is not None:
+        unknown = sorted(set(columns) - set(fields))
+        if unknown:
+            raise ValueError(f"{where}: {', '.join(unknown)} not documented fields; choose from {', '.join(fields)}")
+        fields = {n: t for n, t in fields.items() if n == "id" or n in columns}
+    if cursor is True:
+        documented = endpoint.allows("date", "date_modified") and fields.get("date_modified") == "UTC_DATETIME"
+        chosen: str | None = "date_modified" if documented and keyset else None
+    else:
+        chosen = cursor or None
+        if chosen is not None and not (endpoint.allows("date", chosen) and chosen in fields):
+            raise ValueError(f"{where}: cursor {chosen!r} is not a documented date filter and field of the list")
+        if chosen is not None and not keyset:
+            raise ValueError(f"{where}: an incremental window needs the id range filter the docs do not list")
+    order = ("order_by_asc(id)",) if endpoint.allows("order", "id") else ()
+    return AcceloResource(
+        "accelo", table, MappingProxyType(fields), ("id",), chosen, endpoint=f"{API_PREFIX}{path}",
+        filters=endpoint.filters, count=endpoint.count, order=order, keyset=keyset,
+        doc_file=CATALOG[resource]["doc_file"], doc_resource=resource, path=path,
+    )  # fmt: skip
+
+
+def _catalog_resources() -> tuple[tuple[AcceloResource, ...], Mapping[str, str]]:
+    """Every documented list syncflow streams (the six first, as before), and why each other one is left out."""
+    chosen: list[AcceloResource] = [accelo_resource(name, cursor=CURSORS[name]) for name in STREAM_NAMES]
+    left_out: dict[str, str] = {}
+    for resource, entry in CATALOG.items():
+        for item in entry["lists"]:
+            path = item["path"]
+            main = path == _main_path(resource)
+            if resource in STREAM_NAMES and main:
+                continue
+            where = f"GET {path} ({entry['doc_file']})"
+            if item["nested"]:
+                left_out[where] = "nested under one object: needs a sweep over every parent id"
+                continue
+            if not main and path.endswith(("/recent", "/newest", "/profiles/values", "/extensions/values")):
+                left_out[where] = "a view or the values of another resource's records: not a table of its own"
+                continue
+            if path.endswith(("/profiles/fields", "/extensions/fields", "/meta")):
+                left_out[where] = "field definitions (metadata of another resource), not records"
+                continue
+            if path.startswith("/prospect/"):
+                left_out[where] = "the docs' path is outside /prospects (a typo or a legacy path): not verifiable"
+                continue
+            if item["object"] is None:
+                left_out[where] = "the docs define no object for it: no columns to declare"
+                continue
+            if item["object"] not in entry["objects"]:
+                left_out[where] = f"returns {item['object']}, defined in another doc file (not in this entry)"
+                continue
+            table = resource if main else f"{resource}_{path.rsplit('/', 1)[-1]}"
+            try:
+                chosen.append(accelo_resource(resource, path, name=table))
+            except (KeyError, ValueError) as exc:
+                left_out[where] = str(exc.args[0]).split(": ", 1)[-1]
+    return tuple(chosen), MappingProxyType(left_out)
+
+
+_RESOURCES, LEFT_OUT = _catalog_resources()
+
+#: Every Accelo stream, by table name: the six original tables first, then the catalogue in resource order.
+RESOURCES: Mapping[str, AcceloResource] = MappingProxyType({r.table: r for r in _RESOURCES})
+
+ACCELO_STREAMS: Mapping[str, Stream] = RESOURCES

@@ -135,6 +135,12 @@ class KeyTracker:
         ops, self._reset = self._reset, []
         return [*ops, (("sweep",), {"started": now, "seen": {}, **progress})]
 
+    def abandon(self) -> StatePatch:
+        """End the sweep without deleting anything (what it read could not prove the rest gone); keys stay known."""
+        self.merge()
+        self.sweep, self.seen = None, None
+        return [(("sweep",), None)]
+
     def finish(self) -> tuple[list[dict[str, Any]], StatePatch]:
         """The deletes (as {column: key} rows) and patch ops that complete the sweep."""
         assert self.sweep is not None and self.seen is not None

@@ -54,7 +54,7 @@ from .._redaction import Secret
 from .._source import SourceReport, SourceRun, report_conversions, run_alone, without_userinfo
 from .._streams import RowConverter, Stream
 from .._time import parse_iso8601
-from ._accelo_catalog import ACCELO_STREAMS, API_PREFIX, order_filters
+from ._accelo_catalog import ACCELO_STREAMS, AcceloResource, accelo_resource
 from ._reconcile import KeyTracker, SweepBudget
 
 __all__ = [
@@ -243,6 +243,7 @@ class AcceloSource:
             run.client, auth, run.send, concurrency=run.concurrency, start_date=run.start_date,
             clock_now=run.clock_now, lookback=settings.lookback_seconds,
             reconcile_every_seconds=run.reconcile_every_seconds, sweep_requests=run.sweep_requests,
+            streams={**ACCELO_STREAMS, **run.chosen},  # resources a caller declared itself, besides the catalogue
         )  # fmt: skip
         await sync.run(run.prior, list(run.tables), report=run.report)
 
@@ -292,7 +293,10 @@ class _AcceloRun:
         lookback: int = 0,
         reconcile_every_seconds: float = 24 * 3600.0,
         sweep_requests: int = 1250,
+        streams: Mapping[str, Stream] | None = None,
     ) -> None:
+        # The catalogue by default; a caller may pass the streams it chose, including resources it declared itself.
+        self.streams = ACCELO_STREAMS if streams is None else streams
         self._client = client
         self._auth = auth
         self._send = send
@@ -341,7 +345,7 @@ class _AcceloRun:
         upper = int(server_now)
         self.server_clock_read_at = anyio.current_time()
         entities = [
-            _EntitySync(self, ACCELO_STREAMS[table], prior.get(ACCELO_STREAMS[table].key, {}), upper, report)
+            _EntitySync(self, self.streams[table], prior.get(self.streams[table].key, {}), upper, report)
             for table in tables
         ]
         # First every entity sizes its window (count + first page, together), then the slice budget is shared out
@@ -401,9 +405,13 @@ class _EntitySync:
         self.prior = prior
         self.server_now = server_now
         self.report = report
-        self.path = f"{API_PREFIX}/{stream.table}"
+        # Every Accelo stream is a resource entry (path, order filter, /count) declared from the docs fixture.
+        resource = stream if isinstance(stream, AcceloResource) else accelo_resource(stream.table)
+        self.path = resource.endpoint
         self.fields = ",".join(stream.columns)
-        self.order = order_filters(stream.table)  # none on staff: the docs list no order filter there
+        self.order = resource.order  # none on staff: the docs list no order filter there
+        self.counted = resource.count  # some lists document no /count: their first page alone sizes the window
+        self.keyset = resource.keyset  # False: the docs list no id range filter, so pages go by number
         self.converter: RowConverter = stream.converter()
         self.expected_rows: int | None = None
         self.keys = KeyTracker(stream, prior, report)
@@ -419,6 +427,8 @@ class _EntitySync:
         # Records served so far when the whole window is one slice (None otherwise, and after a resume): once they
         # reach the count, a short page is the end and the request that would confirm it is saved.
         self.sole_slice_served: int | None = None
+        self.sizing_requests = 2  # count + first page; one where either alone answers
+        self.whole = True  # a page-number read that proved complete (deletes may be captured)
 
     async def _send(
         self, rows: Sequence[Mapping[str, Any]], patch: Any, *, requests: int, deletes: Sequence[Any] = ()
@@ -468,7 +478,7 @@ class _EntitySync:
         self.window = (lower, upper)
         self.filters = self._window_filters(lower, upper)
         self.slices = slices
-        if slices is None:
+        if slices is None and self.keyset:
             await self._size_window()
         self.active = True
 
@@ -476,7 +486,10 @@ class _EntitySync:
         if not self.active:
             return
         refresh = self.stream.cursor is None
-        if self.slices is None:
+        if not self.keyset:
+            await self._read_by_page_number()
+            slices: dict[str, SliceState] = {}
+        elif self.slices is None:
             if refresh:
                 # A full refresh is a sweep: what it does not return once it has completed was deleted.
                 await self._send([], self.keys.begin(self.server_now), requests=0)
@@ -488,6 +501,8 @@ class _EntitySync:
             for slice_id, bounds in slices.items():
                 if not bounds["done"]:
                     tg.start_soon(self._run_slice, slice_id, bounds, self.filters)
+        if not self.stream.cursor and self.keys.sweeping and not self.keyset and not self.whole:
+            await self._send([], self.keys.abandon(), requests=0)
         upper = self.window[1]
         # A server clock that stepped back mid-sync may have stamped records below `upper`: the cursor follows it.
         cursor = None if upper is None else self.source.lowest_server_time(upper)
@@ -523,7 +538,7 @@ class _EntitySync:
             filters = [f"id_greater_than({after})"] if after is not None else []
             params: dict[str, str | int] = {"_fields": self.fields, "_limit": PAGE_LIMIT,
                       "_filters": ",".join([*filters, *self.order])}  # fmt: skip
-            reply = await client.get_json(self.path, params, validate=_list_problem)
+            reply = await client.get_json(self.path, params, validate=_list_problem, stream=self.stream.key)
             records = reply.body["response"]
             if not records:
                 break  # only an empty page ends a sweep: a short one may just be a server's cap
@@ -625,9 +640,29 @@ class _EntitySync:
         async def fetch_first() -> None:
             self.first_page = (await self._first_pages(filters, [0]))[0]
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(fetch_count)
-            tg.start_soon(fetch_first)
+        if not self.counted:
+            # The docs give this list no /count: its first page alone sizes the window, and a full one is read as
+            # one slice to its end (only an empty page ends it).
+            await fetch_first()
+            self.sizing_requests = 1
+            if self.first_page[1] >= self.page_size:
+                self.pages_to_slice = 1
+            return
+        if self.stream.cursor and self.prior.get("cursor") is not None:
+            # A later incremental window: most are empty (a catalogue of ~40 resources, most rarely changed), and an
+            # empty first page is the whole answer, so the count is asked only when the page holds rows. That keeps
+            # an incremental sync at about one request per stream. (A short page that is not empty proves nothing:
+            # a deployment may cap its pages, so the count still decides.)
+            await fetch_first()
+            if self.first_page[1] == 0:
+                self.expected_rows = 0
+                self.sizing_requests = 1
+                return
+            await fetch_count()
+        else:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(fetch_count)
+                tg.start_soon(fetch_first)
         served = self.first_page[1]
         count = self.expected_rows or 0
         if 0 < served < PAGE_LIMIT and count > served:
@@ -646,7 +681,7 @@ class _EntitySync:
             # Everything fits in one page: one slice, already done.
             after = max((row["id"] for row in rows0), default=None)
             run["slices"] = {"0": SliceState(lo=None, hi=None, after=after, done=True)}
-            await self._send(rows0, [(("run",), run)], requests=2)
+            await self._send(rows0, [(("run",), run)], requests=self.sizing_requests)
             return {}
         pages = self.pages_to_slice
         count = self.expected_rows or 0
@@ -667,12 +702,12 @@ class _EntitySync:
             hi = starts[index + 1][1] if index + 1 < len(starts) else None
             slices[str(index)] = SliceState(lo=lo, hi=hi, after=None, done=False)
         run["slices"] = slices
-        await self._send([], [(("run",), run)], requests=2 + len(seeds))  # count, first page, seeds
+        await self._send([], [(("run",), run)], requests=self.sizing_requests + len(seeds))  # count, first page, seeds
         logger.info(
             "%s: %d rows in the window, %d pages, %d parallel slices", self.stream.key, count, pages, len(slices)
         )
         # Deliver each slice's first page, then let the slices continue by keyset.
-        if len(starts) == 1:
+        if len(starts) == 1 and self.expected_rows is not None:
             self.sole_slice_served = served0
         pending: dict[str, SliceState] = {}
         for index, (page, _lo) in enumerate(starts):
@@ -696,6 +731,50 @@ class _EntitySync:
             await self._send(kept, [(("run", "slices", slice_id), bounds)], requests=0)
             pending[slice_id] = bounds
         return pending
+
+    async def _read_by_page_number(self) -> None:
+        """A list the docs give no id range filter (divisions, tags, rates, lookups): a full refresh by `_page`,
+        ordered by id where the docs allow it. Such lists are small; a crash re-reads them from the start.
+
+        Page numbers shift when a record is deleted mid-read, which could skip a live one; so deletes are captured
+        only when the read is provably whole: the rows read equal the `/count` asked first (where one is documented;
+        a create and a delete between the two would pass unseen, and are left to the next refresh) or, without a
+        count, everything came in a short first page. Otherwise the next refresh captures them.
+        """
+        await self._send([], self.keys.begin(self.server_now), requests=0)
+        client = self.source._client
+        count: int | None = None
+        requests = 0
+        if self.counted:
+            reply = await client.get_json(
+                f"{self.path}/count", {}, validate=_count_problem, stream=self.stream.key
+            )
+            count = self.expected_rows = int(reply.body["response"]["count"])
+            requests = 1
+        served = page = 0
+        while True:
+            params: dict[str, str | int] = {"_fields": self.fields, "_limit": PAGE_LIMIT, "_page": page}
+            if self.order:
+                params["_filters"] = ",".join(self.order)
+            reply = await client.get_json(self.path, params, validate=_list_problem, stream=self.stream.key)
+            records = reply.body["response"]
+            served += len(records)
+            await self._send(self._rows(records), [], requests=requests + 1)
+            requests = 0
+            # Only an empty page (or reaching the count) ends the read: a short page may be a server's cap.
+            if not records or (count is not None and served >= count):
+                break
+            page += 1
+        # Without a count, only a short first page followed by an empty one is provably everything.
+        self.whole = served == count if count is not None else served < PAGE_LIMIT and page <= 1
+        if not self.whole:
+            message = (
+                f"{self.stream.key}: the list changed while its pages were read ({served} rows read"
+                + (f", /count said {count}" if count is not None else "")
+                + "); deletes are captured by the next full refresh"
+            )
+            logger.warning("%s", message)
+            self.report.warnings.append(message)
 
     async def _run_slice(self, slice_id: str, bounds: SliceState, filters: list[str]) -> None:
         client = self.source._client
