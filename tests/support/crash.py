@@ -163,10 +163,13 @@ def truth_table(configuration: Mapping[str, str]) -> dict[str, dict[Any, Any]]:
     from datetime import datetime
 
     from syncflow import Settings
+    from syncflow._sync import select_streams
     from syncflow.sim import mock_simulator
     from syncflow.sources._accelo_catalog import RESOURCES
 
-    simulator = mock_simulator(Settings.from_mapping(configuration))
+    settings = Settings.from_mapping(configuration)
+    chosen = {stream.key for stream in select_streams(settings, None)}  # the tables this configuration syncs
+    simulator = mock_simulator(settings)
     truth = simulator.ground_truth()
     tables: dict[str, dict[Any, Any]] = {}
     for entity, records in truth["accelo"].items():
@@ -176,7 +179,7 @@ def truth_table(configuration: Mapping[str, str]) -> dict[str, dict[Any, Any]]:
         u["employeeId"]: int(datetime.fromisoformat(u["updated_at"].replace("Z", "+00:00")).timestamp())
         for u in truth["awardco"]["user"]
     }
-    return tables
+    return {key: table for key, table in tables.items() if key in chosen}
 
 
 def read_state(project: Path) -> dict[str, Any] | None:
