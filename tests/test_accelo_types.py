@@ -7,9 +7,6 @@ it writes), so what is asserted is what a destination really receives.
 from __future__ import annotations
 
 import logging
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -17,8 +14,8 @@ from typing import Any
 
 import duckdb
 import pytest
-import uvicorn
 
+from support.loopback import serve_on_loopback
 from syncflow import Stream
 from syncflow.sim import ACCELO_CLIENT_ID, ACCELO_CLIENT_SECRET, SimConfig, Simulator
 from syncflow.sources import ACCELO_STREAMS
@@ -78,20 +75,8 @@ def big_id_sim() -> Iterator[tuple[str, Simulator]]:
     invoices.json.changed(0)
     jobs.records[1]["manager"] = str(2**63)  # a link past LONG: null and reported, never a failed sync
     jobs.json.changed(1)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(sim, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", sim
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serve_on_loopback(sim) as url:
+        yield url, sim
 
 
 def test_big_ids_and_exact_money_arrive_in_the_sdk_warehouse(

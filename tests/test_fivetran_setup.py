@@ -7,17 +7,13 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from syncflow import Settings
 from syncflow._config import ConfigurationError, all_keys
@@ -29,6 +25,7 @@ from syncflow.sources import ACCELO_STREAMS
 sys.path.insert(0, str(Path(__file__).parent))
 from support.crash import make_project, run_debug
 from support.helpers import RuleTransport
+from support.loopback import serve_on_loopback
 from support.sim import SIM_URL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,20 +42,8 @@ def served() -> Iterator[tuple[str, Simulator]]:
     """The simulator on loopback (a real HTTP server in a thread), with credentials unlike the defaults."""
     sim = Simulator(SimConfig(accelo_client_secret=SECRET, awardco_api_key=API_KEY, accelo_counts=SMALL,
                               awardco_users=10))  # fmt: skip
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(sim, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", sim
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serve_on_loopback(sim) as url:
+        yield url, sim
 
 
 def _configuration(url: str, **overrides: str) -> dict[str, str]:

@@ -7,16 +7,13 @@ project folder is then searched for them.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
+from support.loopback import serve_on_loopback
 from syncflow.sim import Faults, SimConfig, Simulator
 
 CLIENT_SECRET = "cs-4f9a7e2b-not-for-logs"
@@ -34,21 +31,8 @@ def served_sim() -> Iterator[tuple[str, Simulator]]:
             faults=Faults(schedule={4: "503", 7: "malformed"}),
         )
     )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(sim, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}", sim
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serve_on_loopback(sim) as url:
+        yield url, sim
 
 
 def _run_connector(project: Path, configuration: dict[str, str]) -> None:

@@ -5,12 +5,10 @@ origin, TLS verification always on (a CA bundle may be added). Against loopback 
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import subprocess
 import sys
 import threading
-import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -21,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 import trustme
-import uvicorn
 
 from support.helpers import RuleTransport
+from support.loopback import serve_on_loopback
 from support.sim import RecordingSink, sim_configuration
 from syncflow import (
     ConfigurationError,
@@ -397,21 +395,8 @@ def tls_sim(tls_ca: tuple[trustme.CA, Path], tmp_path: Path) -> Iterator[tuple[s
             awardco_users=40,
         )
     )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(sim, log_level="warning", lifespan="off", ssl_certfile=str(chain), ssl_keyfile=str(chain))
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    try:
-        yield f"https://127.0.0.1:{sock.getsockname()[1]}", sim
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serve_on_loopback(sim, scheme="https", ssl_certfile=str(chain), ssl_keyfile=str(chain)) as url:
+        yield url, sim
 
 
 def _tls_configuration(url: str, **extra: str) -> dict[str, str]:
