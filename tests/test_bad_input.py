@@ -243,7 +243,7 @@ def _resume_equals_truth(simulator: Simulator, sink: RecordingSink, skip: str | 
 def test_bad_api_response(make_sim: Callable[..., Simulator], caplog: pytest.LogCaptureFixture, case: ApiCase) -> None:
     simulator = make_sim(seed=31)
     transport = RuleTransport(simulator, case.rule)
-    settings = Settings.from_mapping(sim_configuration(max_retries="1", max_retry_seconds="3"))
+    settings = Settings.from_mapping(sim_configuration(max_retries="1", max_retry_seconds="1"))
     caplog.set_level(logging.INFO, logger="syncflow")
     sink = RecordingSink()
     streams = list(case.streams) or None
