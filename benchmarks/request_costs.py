@@ -90,8 +90,14 @@ class Cost:
         return cls(per_stream, counts, stats.token_requests, rows, stats.rate_limited)
 
     def as_json(self) -> dict[str, Any]:
-        return {"data": self.data, "token": self.token, "count_requests": sum(self.counts.values()),
-                "rows": self.rows, "rate_limited": self.rate_limited, "per_stream": dict(sorted(self.per_stream.items()))}  # fmt: skip
+        return {
+            "data": self.data,
+            "token": self.token,
+            "count_requests": sum(self.counts.values()),
+            "rows": self.rows,
+            "rate_limited": self.rate_limited,
+            "per_stream": dict(sorted(self.per_stream.items())),
+        }
 
 
 def measure(
@@ -153,8 +159,10 @@ def main() -> None:
             print(f"lookback {lookback:>4} s, {name} ({runs['streams']} streams):")
             for run in ("full", "quiet", "edits_in_lookback", "quiet_reconcile_due"):
                 cost = runs[run]
-                print(f"  {run:<20} {cost['data']:>5} data + {cost['token']} token "
-                      f"({cost['count_requests']} /count, {cost['rows']} rows, {cost['rate_limited']} x 429)")  # fmt: skip
+                print(
+                    f"  {run:<20} {cost['data']:>5} data + {cost['token']} token ({cost['count_requests']} /count, "
+                    f"{cost['rows']} rows, {cost['rate_limited']} x 429)"
+                )
                 if args.per_stream:
                     extra = {k: v for k, v in cost["per_stream"].items() if v != 1}
                     print(f"      streams not at 1 request: {extra}")
