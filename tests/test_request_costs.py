@@ -128,3 +128,20 @@ def test_a_page_as_long_as_the_cap_is_not_taken_for_the_end(make_sim: MakeSim) -
     requests, counts = _per_stream(sim)
     assert requests == {"accelo.companies": 3} and counts == {"accelo.companies": 1}  # page of 50, count, page of 1
     assert_matches_truth(sink, sim, streams=["accelo.companies"])
+
+
+def test_a_list_without_count_on_a_capped_deployment_is_read_past_its_short_first_page(make_sim: MakeSim) -> None:
+    """assets/types documents no /count. Read alone in a first sync of a deployment serving 50 rows a page, its
+    first page of 50 proves nothing (no page seen was longer), so the read goes on; the next page, 20, is shorter than
+    the 50 just served, so it is the end. The next sync's first page of 50 still proves nothing either."""
+    sim = make_sim(accelo_counts={**SMALL_COUNTS, "assets_types": 70}, accelo_page_size_max=50)
+    sink = RecordingSink()
+    stream = ["accelo.assets_types"]
+    _, state = sync_once(sim, sink, streams=stream)
+    assert len(sink.tables["accelo.assets_types"]) == 70
+    assert _per_stream(sim)[0] == {"accelo.assets_types": 2}  # 50, then 20
+    sim.reset_stats()
+    sync_once(sim, sink, state, streams=stream)
+    # A full refresh: 50 (as long as the longest yet: not the end), then 20.
+    assert _per_stream(sim)[0] == {"accelo.assets_types": 2}
+    assert len(sink.tables["accelo.assets_types"]) == 70

@@ -725,8 +725,15 @@ class _EntitySync:
         lower, upper = self.window
         rows0, served0 = self.first_page
         run: WindowState = {"lower": lower, "upper": upper}
-        if served0 < self.page_size:
-            # Everything fits in one page: one slice, already done.
+        whole = (
+            served0 == 0
+            or self.source.page_ends(served0, self.page_size)
+            or (self.expected_rows is not None and served0 >= self.expected_rows)
+        )
+        if served0 < self.page_size and whole:
+            # Everything fits in one page: one slice, already done. (A short first page that nothing proves whole,
+            # on a list with no /count and a deployment not yet seen serving a longer page, may be a server's cap:
+            # it is read on below as one slice, which an empty page ends.)
             after = max((row["id"] for row in rows0), default=None)
             run["slices"] = {"0": SliceState(lo=None, hi=None, after=after, done=True)}
             await self._send(rows0, [(("run",), run)], requests=self.sizing_requests)
