@@ -145,3 +145,27 @@ def test_a_list_without_count_on_a_capped_deployment_is_read_past_its_short_firs
     # A full refresh: 50 (as long as the longest yet: not the end), then 20.
     assert _per_stream(sim)[0] == {"accelo.assets_types": 2}
     assert len(sink.tables["accelo.assets_types"]) == 70
+
+
+def test_a_full_last_page_is_not_the_end_even_when_the_count_is_reached(make_sim: MakeSim) -> None:
+    """The request after a full last page is kept for safety. 200 companies are modified inside the next window (400 s
+    before it starts, so outside the lookback of the window after it); while that window's second page is asked,
+    15 records are committed late, stamped inside the window. Those that enter it push the window's last records onto
+    a third page: stopping at the count (200 read) would lose them for good."""
+    offset = [0.0]
+    late = Mutation(after_requests=7, source="accelo", entity="companies", modify=15, late_by=60)
+    sim = make_sim(seed=0, clock=_clock(offset), mutations=[late])
+    sink = RecordingSink()
+    companies = ["accelo.companies"]
+    _, state = sync_once(sim, sink, streams=companies)
+    assert sim.stats().data_requests == 4  # count + first page, two pages: the late commits land at request 7
+    offset[0] += 1000
+    sim.apply_mutation(Mutation(1, "accelo", "companies", modify=200))
+    offset[0] += 400
+    sim.reset_stats()
+    sync_once(sim, sink, state, streams=companies)
+    # First page, count, second page (full: 200 read, the count reached), and the third page that is still asked.
+    assert _per_stream(sim)[0] == {"accelo.companies": 4}
+    offset[0] += 5
+    sync_once(sim, sink, state, streams=companies)  # its lookback re-reads the late commits themselves
+    assert_matches_truth(sink, sim, streams=companies)

@@ -81,12 +81,11 @@ class IdKeysetPaginator:
         served: int | None = None,
         trimmed: bool = False,
         more_expected: bool = True,
-        exhausted: bool = False,
     ) -> None:
         """`rows`: this slice's typed rows of the page; `served`: how many records the API sent; `more_expected`:
         False when the caller knows that a short page is the last (a count reached, or a deployment known to serve
-        more per page), so a short page may end the slice; `exhausted`: the caller knows nothing remains (a count
-        of a frozen window reached), so even a full page ends it."""
+        more per page), so a short page may end the slice. A full page never ends it: only the next request can say
+        whether a record entered the set while it was read (a late commit in a dated window)."""
         served = len(rows) if served is None else served
         previous = self.after
         if rows:
@@ -94,9 +93,9 @@ class IdKeysetPaginator:
         reached_upper = self.upper is not None and self.after is not None and self.after >= self.upper - 1
         full = served >= self.limit
         # A short page is not the end: a deployment may serve fewer rows than `_limit` asks. Only an empty page, the
-        # slice's upper bound, or the caller's knowledge (`more_expected`, `exhausted`) ends it; the keyset makes the
-        # extra request cheap and exact.
-        self._has_next = served > 0 and not trimmed and not reached_upper and not exhausted and (full or more_expected)
+        # slice's upper bound, or the caller's knowledge (`more_expected`) ends it; the keyset makes the extra request
+        # cheap and exact.
+        self._has_next = served > 0 and not trimmed and not reached_upper and (full or more_expected)
         self.last_short = served if self._has_next and not full else None
         if self._has_next and self.after == previous:
             if full:

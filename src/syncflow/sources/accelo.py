@@ -884,20 +884,18 @@ class _EntitySync:
             # A short page ends the slice where this deployment is known to serve more per page (`page_ends`); the
             # slice's own filters bound it (id_less_than the next slice's start), so that holds for every slice.
             more_expected = not self.source.page_ends(len(records), paginator.limit)
-            exhausted = False
             if self.sole_slice_served is not None:
-                # The whole window is this slice and its count was asked with the first page: once that many
-                # records are read, nothing remains, even after a full page. A dated window is frozen (records only
-                # leave it while it is read); a full refresh's record created meanwhile has a higher id, and the next
-                # refresh reads it (it is not yet known, so it is never deleted for being missed).
+                # The whole window is this slice, and its count was asked with the first page: once that many records
+                # are read, a short page is the end. A full one is not, even then: a record committed late (a long
+                # transaction stamped inside the window) may have entered the window during the read and pushed the
+                # window's last record onto the next page; ending here would lose that record for good (it is older
+                # than the next window's lookback). So the request after a full last page is kept.
                 self.sole_slice_served += len(records)
-                exhausted = self.sole_slice_served >= (self.expected_rows or 0)
-                more_expected = more_expected and not exhausted
+                more_expected = more_expected and self.sole_slice_served < (self.expected_rows or 0)
             try:
                 paginator.update_state(
-                    reply.body, kept, served=len(records), trimmed=trimmed, more_expected=more_expected,
-                    exhausted=exhausted,
-                )  # fmt: skip
+                    reply.body, kept, served=len(records), trimmed=trimmed, more_expected=more_expected
+                )
             except ValueError as exc:
                 raise MalformedResponseError(str(exc), api="accelo", endpoint=f"GET {self.path}") from exc
             bounds = _advanced(bounds, paginator)
