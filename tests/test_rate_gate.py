@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 import anyio
 import pytest
 
@@ -57,5 +60,76 @@ def test_a_429_blocks_every_request_until_retry_after() -> None:
             async with gate.admit("GET /x"):
                 pass
         assert gate.statistics().rate_limited == 1
+
+    anyio.run(scenario)
+
+
+def test_responses_read_out_of_order_leave_no_budget_unspent() -> None:
+    """Three requests counted a, b, c by the server (9, 8, 7 left) but read c, a, b: once all are read, the lowest
+    R is exact, and all 7 are spent (a bound taken while others were in flight must not stick)."""
+    clock = FakeClock()
+    reset = str(int(clock.now) + 60)
+
+    async def scenario() -> None:
+        gate = RateGate("api", requests_per_hour=10_000, max_concurrency=8, max_wait=0.5, clock=clock)
+        async with gate.admit("GET /x"):
+            gate.observe(200, {"x-ratelimit-remaining": "10", "x-ratelimit-reset": reset})
+        requests = [gate.admit("GET /x") for _ in range(3)]
+        for request in requests:
+            await request.__aenter__()
+        for index, left in ((2, 7), (0, 9), (1, 8)):
+            gate.observe(200, {"x-ratelimit-remaining": str(left), "x-ratelimit-reset": reset})
+            await requests[index].__aexit__(None, None, None)
+        assert gate.statistics().server_remaining == 7
+        for _ in range(7):
+            async with gate.admit("GET /x"):
+                pass
+        with pytest.raises(syncflow.BudgetExhausted):
+            async with gate.admit("GET /x"):
+                pass
+
+    anyio.run(scenario)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_gate_never_overspends_whatever_order_the_server_counts_and_answers_in(seed: int) -> None:
+    """A fixed window of 25 requests; the server counts each request it received at a random moment and the answers
+    are read in a random order. The gate never lets more than 25 go (a 26th would be a 429), and it spends them all:
+    once every answer is read, what remains is known exactly."""
+    rng = random.Random(seed)
+    clock = FakeClock()
+    limit = 25
+    reset = str(int(clock.now) + 60)
+
+    async def scenario() -> None:
+        gate = RateGate("api", requests_per_hour=10_000, max_concurrency=8, max_wait=0.5, clock=clock)
+        async with gate.admit("GET /x"):  # the probe: alone, until its answer says what the window holds
+            gate.observe(200, {"x-ratelimit-remaining": str(limit - 1), "x-ratelimit-reset": reset})
+        sent: list[Any] = []  # admitted, not yet counted by the server
+        answered: list[tuple[Any, int]] = []  # counted (with the R its answer carries), not yet read
+        counted = admitted = 1
+        exhausted = False
+        while not (exhausted and not sent and not answered):
+            move = rng.random()
+            if move < 0.4 and not exhausted and len(sent) + len(answered) < 8:
+                request = gate.admit("GET /x")
+                try:
+                    await request.__aenter__()
+                except syncflow.BudgetExhausted:
+                    exhausted = not sent and not answered  # nothing can teach it more: the budget is spent
+                    continue
+                admitted += 1
+                assert admitted <= limit
+                sent.append(request)
+            elif move < 0.7 and sent:
+                request = sent.pop(rng.randrange(len(sent)))
+                counted += 1
+                assert counted <= limit  # the server would answer 429
+                answered.append((request, limit - counted))
+            elif answered:
+                request, left = answered.pop(rng.randrange(len(answered)))
+                gate.observe(200, {"x-ratelimit-remaining": str(left), "x-ratelimit-reset": reset})
+                await request.__aexit__(None, None, None)
+        assert admitted == limit
 
     anyio.run(scenario)

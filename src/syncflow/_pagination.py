@@ -83,15 +83,18 @@ class IdKeysetPaginator:
         more_expected: bool = True,
     ) -> None:
         """`rows`: this slice's typed rows of the page; `served`: how many records the API sent; `more_expected`:
-        False when the caller knows (from a count) that nothing remains, so a short page may end the slice."""
+        False when the caller knows that a short page is the last (a count reached, or a deployment known to serve
+        more per page), so a short page may end the slice. A full page never ends it: only the next request can say
+        whether a record entered the set while it was read (a late commit in a dated window)."""
         served = len(rows) if served is None else served
         previous = self.after
         if rows:
             self.after = max(int(row["id"]) for row in rows)
         reached_upper = self.upper is not None and self.after is not None and self.after >= self.upper - 1
         full = served >= self.limit
-        # A short page is not the end: a deployment may serve fewer rows than `_limit` asks. Only an empty page (or
-        # the slice's upper bound) ends it; the keyset makes the extra request cheap and exact.
+        # A short page is not the end: a deployment may serve fewer rows than `_limit` asks. Only an empty page, the
+        # slice's upper bound, or the caller's knowledge (`more_expected`) ends it; the keyset makes the extra request
+        # cheap and exact.
         self._has_next = served > 0 and not trimmed and not reached_upper and (full or more_expected)
         self.last_short = served if self._has_next and not full else None
         if self._has_next and self.after == previous:

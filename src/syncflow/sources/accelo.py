@@ -12,19 +12,23 @@ How one entity is read, and why:
   behind our clock, and a server clock that steps back mid-sync pulls the saved cursor back to the lowest time it
   reported (`ServerClock`), so what it stamps there is re-read.
 - **Short pages.** A deployment may serve fewer rows than `_limit`; a short first page while `/count` says more
-  remain sets the page size to what was served (warned once per sync), and inside a slice only an empty page ends
-  it.
+  remain sets the page size to what was served (warned once per sync). A short page ends a read only once the
+  deployment has served a longer page (`page_ends`; the longest is kept in each stream's state as "served"),
+  otherwise an empty page or the count does.
 - **Id keyset pages.** Inside the window, pages are `id_greater_than(last id)` + `order_by_asc(id)`. A record that
   leaves the window cannot shift a later page (an offset page would skip one record).
 - **Parallel slices.** `/count` says how many pages the window holds; the id order is cut into slices whose first
   pages are fetched at once by page number (`_page`), and each slice then continues by keyset up to the next slice's
   first id. Whatever moved between those first requests, every id between two slice starts belongs to exactly one
-  slice, so nothing is missed or duplicated. Small tables stay at one or two requests (count + first page, together).
+  slice, so nothing is missed or duplicated. Small tables stay at one or two requests (count + first page,
+  together; the first page alone where it answers: an incremental window, or a list that held less than a page last
+  time).
 - **Resumable.** The state records, per slice, the last id upserted. A crash resumes the same window and skips
   finished slices; the cursor moves to T only when every slice is done.
 - **Reconciliation** (`_reconcile`). Every `reconcile_every_hours`, after the incremental windows, an entity is swept
-  whole: `id_greater_than(last id)` + `order_by_asc(id)` with no date filter, until a page comes back empty (a short
-  page is not trusted as the end: ending early would delete live records). Every record is upserted (records with
+  whole: `id_greater_than(last id)` + `order_by_asc(id)` with no date filter, until a page comes back empty, or a
+  short one that `page_ends` proves the last (a short page that is only a server's cap is not trusted as the end:
+  ending early would delete live records). Every record is upserted (records with
   null, empty or zero dates arrive), and once the sweep completes the ids known but not returned are deleted. Staff,
   a full refresh, is swept by every completed refresh. Sweeps spend at most `reconcile_max_requests` per sync and
   continue in the next sync; the incremental windows run first, every sync.
@@ -308,6 +312,26 @@ class _AcceloRun:
         self.lookback = lookback
         self.server_clock_read_at = 0.0
         self.short_pages_seen = False  # warned once per sync
+        # The most records this deployment has been seen to serve in one page (saved in each stream's "served", and
+        # raised by every page read in this sync). See `page_ends`.
+        self.served_proven = 0
+
+    def note_served(self, served: int) -> None:
+        self.served_proven = max(self.served_proven, min(served, PAGE_LIMIT))
+
+    def page_ends(self, served: int, limit: int) -> bool:
+        """Whether a page of `served` records, asked with `_limit=limit`, is provably the last of its read.
+
+        The docs say `_limit` is the most a page returns (at most 100); a deployment might still serve fewer (our
+        simulator's `accelo_page_size_max`), and then a short page would not be the end. Once this deployment has
+        served more records in one page than this page holds, its cap (if any) is above them, so a short page can
+        only mean the list ran out: the request that would confirm it (an empty page, or a `/count`) is saved. The
+        assumption is that a deployment's page cap does not drop between syncs; a page as long as the longest yet
+        seen is still confirmed. A keyset read of a frozen window loses nothing by ending there: records only leave
+        the window while it is read, and ids keep their order (records created meanwhile are stamped after the
+        window, or have higher ids and are read by the next sync).
+        """
+        return served < limit and served < self.served_proven
 
     def short_page_warning(self, report: SourceReport, stream: str, asked: int, served: int) -> None:
         if self.short_pages_seen:
@@ -344,6 +368,10 @@ class _AcceloRun:
             report.warnings.append(message)
         upper = int(server_now)
         self.server_clock_read_at = anyio.current_time()
+        for entry in prior.values():
+            proven = entry.get("served") if isinstance(entry, Mapping) else None
+            if isinstance(proven, int) and not isinstance(proven, bool) and proven > 0:
+                self.note_served(proven)
         entities = [
             _EntitySync(self, self.streams[table], prior.get(self.streams[table].key, {}), upper, report)
             for table in tables
@@ -509,6 +537,9 @@ class _EntitySync:
         done: list[tuple[tuple[str, ...], Any]] = [(("run",), None)]
         if self.stream.cursor:
             done.append((("cursor",), cursor))
+        if self.source.served_proven:
+            # What the deployment serves per page, known to the next sync (`page_ends`) whichever streams it reads.
+            done.append((("served",), self.source.served_proven))
         done.extend(self.keys.first_read_ops(self.server_now))
         deletes: list[dict[str, Any]] = []
         if refresh and self.keys.sweeping:
@@ -532,7 +563,8 @@ class _EntitySync:
         if not _valid_bound(after):
             after = None  # a damaged position: re-read from the start (upserts make that harmless)
         client = self.source._client
-        while True:
+        ended_short = False
+        while not ended_short:
             if not budget.take():
                 return  # progress is in the state; the next sync continues from `after`
             filters = [f"id_greater_than({after})"] if after is not None else []
@@ -540,8 +572,13 @@ class _EntitySync:
                       "_filters": ",".join([*filters, *self.order])}  # fmt: skip
             reply = await client.get_json(self.path, params, validate=_list_problem, stream=self.stream.key)
             records = reply.body["response"]
+            self.source.note_served(len(records))
             if not records:
-                break  # only an empty page ends a sweep: a short one may just be a server's cap
+                break
+            # An empty page ends a sweep, and so does a short one where `page_ends` proves it the last (a short page
+            # that is only a server's cap must not end it: the ids not yet read would be deleted). Ids are read in
+            # order, so a record created meanwhile has a higher id: it is upserted by a later read, never deleted.
+            ended_short = self.source.page_ends(len(records), PAGE_LIMIT)
             rows = self._rows(records)
             top = max((row["id"] for row in rows), default=None)
             if top is None or (after is not None and top <= after):
@@ -554,7 +591,7 @@ class _EntitySync:
             self.keys.sweep["after"] = after
             await self._send(rows, [(("sweep", "after"), after)], requests=1)
         deletes, ops = self.keys.finish()
-        await self._send([], ops, requests=1, deletes=deletes)
+        await self._send([], ops, requests=0 if ended_short else 1, deletes=deletes)  # 1: the empty page
 
     async def _new_window(self, lower: int, upper: int, *, from_cursor: bool) -> tuple[int, int] | None:
         """The bounds of a new window from `lower` (the saved cursor, or the start date) to the server's `upper`;
@@ -621,12 +658,18 @@ class _EntitySync:
                                             "_filters": ",".join([*filters, *self.order])}  # fmt: skip
             reply = await client.get_json(self.path, params, validate=_list_problem, stream=self.stream.key)
             records = reply.body["response"]
+            self.source.note_served(len(records))
             found[page] = (self._rows(records), len(records))
 
         async with anyio.create_task_group() as tg:
             for page in pages:
                 tg.start_soon(fetch, page)
         return found
+
+    def _known_small(self) -> bool:
+        """Whether this stream was read before and held less than a page (its known keys), on a deployment whose
+        short pages are known to end a read: its first page alone is then expected to answer."""
+        return self.source.served_proven > 0 and self.keys.swept is not None and len(self.keys.known) < self.page_size
 
     async def _size_window(self) -> None:
         client = self.source._client
@@ -642,24 +685,29 @@ class _EntitySync:
 
         if not self.counted:
             # The docs give this list no /count: its first page alone sizes the window, and a full one is read as
-            # one slice to its end (only an empty page ends it).
+            # one slice to its end (a short later page ends it only where `page_ends` proves it).
             await fetch_first()
             self.sizing_requests = 1
             if self.first_page[1] >= self.page_size:
                 self.pages_to_slice = 1
             return
-        if self.stream.cursor and self.prior.get("cursor") is not None:
-            # A later incremental window: most are empty (a catalogue of ~40 resources, most rarely changed), and an
-            # empty first page is the whole answer, so the count is asked only when the page holds rows. That keeps
-            # an incremental sync at about one request per stream. (A short page that is not empty proves nothing:
-            # a deployment may cap its pages, so the count still decides.)
+        incremental = self.stream.cursor is not None and self.prior.get("cursor") is not None
+        if incremental or self._known_small():
+            # A later incremental window (most are empty: a catalogue of ~40 resources, most rarely changed), or a
+            # list that held less than a page last time: the first page is asked alone, and the count only when
+            # that page does not answer by itself. An empty page answers; so does a short one where `page_ends`
+            # proves it the last. That keeps a sync with nothing new at one request per stream. Otherwise (a full
+            # page, or a short one on a deployment not yet known to serve more) the count decides.
             await fetch_first()
-            if self.first_page[1] == 0:
-                self.expected_rows = 0
+            served = self.first_page[1]
+            if served == 0 or self.source.page_ends(served, self.page_size):
+                self.expected_rows = served
                 self.sizing_requests = 1
                 return
             await fetch_count()
         else:
+            # A first read (or a list that held more than a page): the count is needed to cut slices, so it is
+            # asked together with the first page, one round trip for both.
             async with anyio.create_task_group() as tg:
                 tg.start_soon(fetch_count)
                 tg.start_soon(fetch_first)
@@ -677,8 +725,15 @@ class _EntitySync:
         lower, upper = self.window
         rows0, served0 = self.first_page
         run: WindowState = {"lower": lower, "upper": upper}
-        if served0 < self.page_size:
-            # Everything fits in one page: one slice, already done.
+        whole = (
+            served0 == 0
+            or self.source.page_ends(served0, self.page_size)
+            or (self.expected_rows is not None and served0 >= self.expected_rows)
+        )
+        if served0 < self.page_size and whole:
+            # Everything fits in one page: one slice, already done. (A short first page that nothing proves whole,
+            # on a list with no /count and a deployment not yet seen serving a longer page, may be a server's cap:
+            # it is read on below as one slice, which an empty page ends.)
             after = max((row["id"] for row in rows0), default=None)
             run["slices"] = {"0": SliceState(lo=None, hi=None, after=after, done=True)}
             await self._send(rows0, [(("run",), run)], requests=self.sizing_requests)
@@ -737,36 +792,66 @@ class _EntitySync:
         ordered by id where the docs allow it. Such lists are small; a crash re-reads them from the start.
 
         Page numbers shift when a record is deleted mid-read, which could skip a live one; so deletes are captured
-        only when the read is provably whole: the rows read equal the `/count` asked first (where one is documented;
-        a create and a delete between the two would pass unseen, and are left to the next refresh) or, without a
-        count, everything came in a short first page. Otherwise the next refresh captures them.
+        only when the read is provably whole: one page that `page_ends` proves the last (one response is one
+        snapshot), the rows read equal the `/count` (where one is documented; a create and a delete between the two
+        would pass unseen, and are left to the next refresh) or, without a count, everything came in a short first
+        page. Otherwise the next refresh captures them. The count is asked together with the first page (one round
+        trip), and not at all for a list that held less than a page last time on a deployment whose short pages
+        are known to end a read: there the first page answers alone.
         """
         await self._send([], self.keys.begin(self.server_now), requests=0)
         client = self.source._client
         count: int | None = None
         requests = 0
-        if self.counted:
-            reply = await client.get_json(
-                f"{self.path}/count", {}, validate=_count_problem, stream=self.stream.key
-            )
+
+        async def fetch_count() -> None:
+            nonlocal count, requests
+            reply = await client.get_json(f"{self.path}/count", {}, validate=_count_problem, stream=self.stream.key)
             count = self.expected_rows = int(reply.body["response"]["count"])
-            requests = 1
-        served = page = 0
-        while True:
+            requests += 1
+
+        async def fetch_page(page: int) -> list[dict[str, Any]]:
             params: dict[str, str | int] = {"_fields": self.fields, "_limit": PAGE_LIMIT, "_page": page}
             if self.order:
                 params["_filters"] = ",".join(self.order)
             reply = await client.get_json(self.path, params, validate=_list_problem, stream=self.stream.key)
-            records = reply.body["response"]
+            records: list[dict[str, Any]] = reply.body["response"]
+            self.source.note_served(len(records))
+            return records
+
+        first: list[dict[str, Any]] = []
+
+        async def fetch_first() -> None:
+            first.extend(await fetch_page(0))
+
+        if self.counted and not self._known_small():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(fetch_count)
+                tg.start_soon(fetch_first)
+        else:
+            await fetch_first()
+            if self.counted and len(first) >= PAGE_LIMIT:
+                await fetch_count()  # it grew past a page: the count tells when the pages are all read
+        records = first
+        served = page = 0
+        ended_short = False
+        while True:
             served += len(records)
             await self._send(self._rows(records), [], requests=requests + 1)
             requests = 0
-            # Only an empty page (or reaching the count) ends the read: a short page may be a server's cap.
-            if not records or (count is not None and served >= count):
+            # An empty page, reaching the count, or a short page `page_ends` proves the last ends the read (a short
+            # page alone may be a server's cap).
+            ended_short = self.source.page_ends(len(records), PAGE_LIMIT)
+            if not records or ended_short or (count is not None and served >= count):
                 break
             page += 1
-        # Without a count, only a short first page followed by an empty one is provably everything.
-        self.whole = served == count if count is not None else served < PAGE_LIMIT and page <= 1
+            records = await fetch_page(page)
+        # Without a count, only a short first page that ends the read (or is followed by an empty one) is provably
+        # everything.
+        if count is not None:
+            self.whole = served == count
+        else:
+            self.whole = served < PAGE_LIMIT and ((page == 0 and ended_short) or page <= 1)
         if not self.whole:
             message = (
                 f"{self.stream.key}: the list changed while its pages were read ({served} rows read"
@@ -794,11 +879,19 @@ class _EntitySync:
             if records and paginator.last_short is not None:
                 # A short page was not the end after all: say so once per sync.
                 self.source.short_page_warning(self.report, self.stream.key, paginator.limit, paginator.last_short)
+            self.source.note_served(len(records))
             kept, trimmed = paginator.trim(self._rows(records))
-            more_expected = True
+            # A short page ends the slice where this deployment is known to serve more per page (`page_ends`); the
+            # slice's own filters bound it (id_less_than the next slice's start), so that holds for every slice.
+            more_expected = not self.source.page_ends(len(records), paginator.limit)
             if self.sole_slice_served is not None:
+                # The whole window is this slice, and its count was asked with the first page: once that many records
+                # are read, a short page is the end. A full one is not, even then: a record committed late (a long
+                # transaction stamped inside the window) may have entered the window during the read and pushed the
+                # window's last record onto the next page; ending here would lose that record for good (it is older
+                # than the next window's lookback). So the request after a full last page is kept.
                 self.sole_slice_served += len(records)
-                more_expected = self.sole_slice_served < (self.expected_rows or 0)
+                more_expected = more_expected and self.sole_slice_served < (self.expected_rows or 0)
             try:
                 paginator.update_state(
                     reply.body, kept, served=len(records), trimmed=trimmed, more_expected=more_expected
