@@ -44,8 +44,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
+# One worker per core (pytest-xdist): much of the suite waits on subprocesses (`fivetran debug`, the SDK runner) and
+# simulated latency, so two cores run it in well under the serial time. Tests that share a module-scoped fixture are
+# kept on one worker (`xdist_group`), so it is built once.
 test: lint typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadgroup
 
 # Long forms of the reliability tests (many crash trials, fault soak).
 soak: $(STAMP)

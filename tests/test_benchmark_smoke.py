@@ -24,6 +24,8 @@ from benchmarks.report import render
 from benchmarks.run import Plan, network_bound
 
 TINY = SimOptions(scale=0.1, latency=0.0, jitter=0.0)
+# One worker runs this module under `make test` (pytest-xdist): `results` (three SDK-runner subprocesses) is built once.
+pytestmark = pytest.mark.xdist_group("benchmark_smoke")
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,8 @@ NOT_INSTALLED_THERE = ("duckdb", "tqdm", "uvicorn", "ipywidgets", "pytz")
 PROVIDED_BY_FIVETRAN = {"fivetran_connector_sdk", "requests"}
 # Installed though not imported: httpcore imports it lazily on every request (see requirements.txt).
 RUNTIME_ONLY = {"sniffio"}
+# One worker runs this module under `make test` (pytest-xdist): the `bundle` clone and package are built once.
+pytestmark = pytest.mark.xdist_group("deploy_bundle")
 
 
 def _fresh_clone(target: Path) -> Path:

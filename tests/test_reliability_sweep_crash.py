@@ -10,6 +10,7 @@ destination as of each checkpoint, then a resumed sync), where the simulator can
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -55,10 +56,14 @@ def _deleted_rows(project: Path) -> list[tuple[str, str, int]]:
 
 def _trial(tmp_path: Path, extra_checkpoints: int, delay: float, configuration: dict[str, str]) -> None:
     truth = truth_table(configuration)
-    project = make_project(tmp_path, configuration)
+    # The first run only sets the stage (everything synced once, sweeps recorded), so it checkpoints at the default
+    # cadence: at this test's 100 rows it would cost the SDK's local writer ~30 checkpoints that nothing here reads.
+    # The killed and the resumed runs use `configuration`, whose short cadence puts the kill mid-sweep.
+    project = make_project(tmp_path, {k: v for k, v in configuration.items() if k != "checkpoint_every_rows"})
     first = run_debug(project)
     assert first.returncode == 0 and "SYNC SUCCEEDED" in first.output, first.output[-3000:]
     assert "reconciliation" in first.output
+    (project / "configuration.json").write_text(json.dumps(configuration), encoding="utf-8")
     # The second run's incremental part checkpoints about once per stream (7); then the sweeps checkpoint as rows land.
     second = run_debug(project, kill_after_checkpoints=7 + extra_checkpoints, kill_delay=delay)
     assert second.killed and second.returncode == -9, f"the sync was not killed mid-way:\n{second.output[-2000:]}"

@@ -257,7 +257,7 @@ def test_a_gzip_bomb_fails_the_sync_with_memory_near_a_normal_syncs() -> None:
     normal = _run_bomb_script("normal")
     assert normal["error"] is None and normal["rows"] == 300
     bomb = _run_bomb_script("bomb")
-    # Each bomb page inflates to 512 MiB: reading one whole is over 0.5 GB, and two pages are fetched at once.
+    # Each bomb page inflates to 256 MiB: reading one whole is over the 160 MiB below, and two are fetched at once.
     assert bomb["error"] is not None, bomb
     assert "awardco GET /api/users: body larger than 16 MiB once decoded" in bomb["error"], bomb
     assert "max_response_mb" in bomb["error"]
