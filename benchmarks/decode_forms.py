@@ -37,6 +37,7 @@ from typing import Any, TypedDict
 
 from syncflow._streams import RowConverter, _from_unix, _to_bool
 from syncflow.sim._model import ACCELO_CLIENT_ID, ACCELO_CLIENT_SECRET
+from syncflow.sources._accelo_catalog import STREAM_NAMES
 from syncflow.sources.accelo import ACCELO_STREAMS
 
 from ._sim import SimOptions, SimProcess
@@ -60,12 +61,13 @@ def fetch_pages(url: str, pages: int = PAGES_PER_ENTITY) -> dict[str, list[bytes
     with urllib.request.urlopen(request, timeout=30) as response:
         token = json.loads(response.read())["access_token"]
     out: dict[str, list[bytes]] = {}
-    for entity, stream in ACCELO_STREAMS.items():
+    for entity in STREAM_NAMES:  # the six tables the benchmarks sync
+        stream = ACCELO_STREAMS[entity]
         out[entity] = []
         for page in range(pages):
             query = urllib.parse.urlencode({"_fields": ",".join(stream.columns), "_limit": 100, "_page": page})
             request = urllib.request.Request(
-                f"{url}/api/v0/{entity}?{query}", headers={"Authorization": f"Bearer {token}"}
+                f"{url}{stream.endpoint}?{query}", headers={"Authorization": f"Bearer {token}"}
             )
             with urllib.request.urlopen(request, timeout=30) as response:
                 body = response.read()
