@@ -5,7 +5,6 @@ from __future__ import annotations
 import ssl
 
 from support.sim import sim_configuration
-
 from syncflow import Settings
 from syncflow._sync import _Producer
 
