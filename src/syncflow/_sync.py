@@ -41,6 +41,7 @@ from ._exceptions import (
 from ._http import ApiClient, RateGate, RequestStatistics, RetryPolicy
 from ._http._body import ACCEPT_ENCODING
 from ._http._origin import cleartext_problem, origin_guard
+from ._http._transport import api_transport
 from ._pipeline import AsyncPipeline, Batch, DrainStatistics, Progress, Sink, drain_into, iterate_pipeline
 from ._source import Source, SourceReport, SourceRun, fails_alone, permission_hint
 from ._state import StateDocument
@@ -190,12 +191,14 @@ class _Producer:
             problem = cleartext_problem(base_url, key)
             if problem is not None:
                 raise ConfigurationError(problem)
+        verify = self._verify(base_url)
+        limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
         return httpx.AsyncClient(
             base_url=base_url,
-            transport=self.transport,
-            verify=self._verify(base_url),
+            transport=self.transport if self.transport is not None else api_transport(verify, limits),
+            verify=verify,
             timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
-            limits=httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4),
+            limits=limits,
             headers={"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING, "User-Agent": USER_AGENT},
             # A redirect could carry credentials to another origin: it is reported with its Location instead.
             follow_redirects=False,
