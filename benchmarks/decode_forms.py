@@ -16,6 +16,8 @@ is timed. The forms are timed side by side, interleaved in a shuffled order each
   seconds -> datetime for dates (cached as today), "yes"/"no" -> bool. A page msgspec rejects (a value that is not
   a number where one is declared) would fall back to today's path, which nulls and counts the bad value; that
   fallback is not timed (the simulator's pages are clean).
+- `syncflow PageDecoder (shipped)`: what a sync runs now (`syncflow._decode`): msgspec with dates as datetime in C,
+  a byte check of the date fields, today's converters for BOOLEAN/DECIMAL, RowConverter for a page it cannot type.
 - `msgspec -> datetime in C`: the same, but dates typed `datetime | None`, which strict=False would decode from unix
   seconds if given as JSON numbers; Accelo sends them as strings, so the run says whether it is accepted.
 """
@@ -37,6 +39,7 @@ from typing import Any, TypedDict
 
 from syncflow._streams import RowConverter, _from_unix, _to_bool
 from syncflow.sim._model import ACCELO_CLIENT_ID, ACCELO_CLIENT_SECRET
+from syncflow.sources._accelo_catalog import STREAM_NAMES
 from syncflow.sources.accelo import ACCELO_STREAMS
 
 from ._sim import SimOptions, SimProcess
@@ -60,12 +63,13 @@ def fetch_pages(url: str, pages: int = PAGES_PER_ENTITY) -> dict[str, list[bytes
     with urllib.request.urlopen(request, timeout=30) as response:
         token = json.loads(response.read())["access_token"]
     out: dict[str, list[bytes]] = {}
-    for entity, stream in ACCELO_STREAMS.items():
+    for entity in STREAM_NAMES:  # the six tables the benchmarks sync
+        stream = ACCELO_STREAMS[entity]
         out[entity] = []
         for page in range(pages):
             query = urllib.parse.urlencode({"_fields": ",".join(stream.columns), "_limit": 100, "_page": page})
             request = urllib.request.Request(
-                f"{url}/api/v0/{entity}?{query}", headers={"Authorization": f"Bearer {token}"}
+                f"{url}{stream.endpoint}?{query}", headers={"Authorization": f"Bearer {token}"}
             )
             with urllib.request.urlopen(request, timeout=30) as response:
                 body = response.read()
@@ -90,8 +94,8 @@ def _msgspec_decoder(entity: str, dates_in_c: bool) -> Decode:
 
     stream = ACCELO_STREAMS[entity]
     date_type: Any = datetime | None if dates_in_c else int | None
-    kinds = {"INT": int | None, "FLOAT": float | None, "UTC_DATETIME": date_type, "STRING": str | None,
-             "BOOLEAN": str | None}  # fmt: skip
+    kinds = {"INT": int | None, "LONG": int | None, "DECIMAL(28,6)": str | None, "FLOAT": float | None,
+             "UTC_DATETIME": date_type, "STRING": str | None, "BOOLEAN": str | None}  # fmt: skip
     record_type = TypedDict(  # type: ignore[misc]
         f"{entity}_record", {name: kinds[kind] for name, kind in stream.columns.items()}, total=False
     )
@@ -119,6 +123,18 @@ def _msgspec_decoder(entity: str, dates_in_c: bool) -> Decode:
                 for name in names:
                     row.setdefault(name, None)
         return rows
+
+    return decode
+
+
+def _shipped(entity: str) -> Decode:
+    """What a sync runs now: `syncflow._decode.PageDecoder` (msgspec, with RowConverter wherever they could differ)."""
+    from syncflow._decode import PageDecoder
+
+    decoder = PageDecoder(ACCELO_STREAMS[entity].converter())
+
+    def decode(body: bytes) -> list[dict[str, Any]]:
+        return decoder.rows(decoder.loads(body)["response"])
 
     return decode
 
@@ -180,6 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if loads is not None:
             forms.setdefault("orjson + RowConverter", {})[entity] = _today(loads, ACCELO_STREAMS[entity].converter())
+        shipped = _shipped(entity)
+        today = forms["json + RowConverter (today)"][entity]
+        if not all(_same(shipped(p), today(p)) for p in pages[entity]):
+            raise AssertionError(f"syncflow PageDecoder ({entity}): rows differ from today's")
+        forms.setdefault("syncflow PageDecoder (shipped)", {})[entity] = shipped
         for label, in_c in (("msgspec TypedDict + fixups", False), ("msgspec, dates as datetime in C", True)):
             try:
                 decoder = _msgspec_decoder(entity, in_c)

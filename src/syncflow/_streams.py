@@ -262,7 +262,7 @@ class RowConverter:
             raw = get(name)
             try:
                 row[name] = convert(raw)
-            except (ValueError, TypeError, OverflowError):
+            except (ValueError, TypeError, OverflowError, OSError):  # OSError: fromtimestamp past the platform's range
                 row[name] = None
                 self._failed(name, raw)
         if self.stream.keep_extra_fields:
@@ -270,17 +270,22 @@ class RowConverter:
                 if name not in self._declared:
                     row[name] = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
         if any(row.get(k) is None for k in self.stream.primary_key):
-            self.missing_key += 1
-            if self.missing_key == 1:
-                logger.warning(
-                    "%s: skipping a record without a usable primary key %s (reported once; counted in the summary)",
-                    self.stream.key,
-                    "/".join(self.stream.primary_key),
-                )
+            self._keyless()
             return None
         return row
 
+    def _keyless(self) -> None:
+        # A record skipped for want of a primary key (also counted here by `_decode.PageDecoder`).
+        self.missing_key += 1
+        if self.missing_key == 1:
+            logger.warning(
+                "%s: skipping a record without a usable primary key %s (reported once; counted in the summary)",
+                self.stream.key,
+                "/".join(self.stream.primary_key),
+            )
+
     def _failed(self, column: str, raw: Any) -> None:
+        # A value stored as null (also counted here by `_decode.PageDecoder`).
         count = self.failures.get(column, 0) + 1
         self.failures[column] = count
         if count == 1:

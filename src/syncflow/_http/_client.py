@@ -252,14 +252,19 @@ class ApiClient:
         *,
         validate: Callable[[Any], str | None] | None = None,
         stream: str | None = None,
+        decode: Callable[[bytes], Any] = json.loads,
     ) -> Reply:
         """GET `path` and return its JSON body; transient failures are retried, others raise at once.
 
         `validate` checks the body's shape and returns what is wrong with it (or None); a wrong shape counts as a
         malformed body, which is retried like a truncated one. `stream` labels the request in the statistics
-        (`RequestStatistics.by_stream`): the engine reports each stream's requests from that label alone.
+        (`RequestStatistics.by_stream`): the engine reports each stream's requests from that label alone. `decode`
+        turns the body's bytes into its value (a `_decode.PageDecoder`'s `loads` types a page's records as it
+        parses them); like `json.loads` it raises ValueError on a body that is not JSON.
         """
-        return await self.retrying(lambda: self._get_once(path, params, validate, stream), path=path, stream=stream)
+        return await self.retrying(
+            lambda: self._get_once(path, params, validate, stream, decode), path=path, stream=stream
+        )
 
     async def call(self, endpoint: str, attempt: Callable[[], Awaitable[T]], *, stream: str | None = None) -> T:
         """Run `attempt` (e.g. a token request) under the same retries and time bound as a GET."""
@@ -271,6 +276,7 @@ class ApiClient:
         params: Mapping[str, str | int],
         validate: Callable[[Any], str | None] | None,
         stream: str | None = None,
+        decode: Callable[[bytes], Any] = json.loads,
     ) -> Reply:
         endpoint = f"GET {path}"
         refreshed = False
@@ -301,7 +307,7 @@ class ApiClient:
             if status != 200:
                 raise self._status_error(response, endpoint)
             try:
-                body = json.loads(content)
+                body = decode(content)
             except (ValueError, UnicodeDecodeError) as exc:
                 raise MalformedResponseError(
                     f"body is not JSON ({len(content)} bytes, content-type "

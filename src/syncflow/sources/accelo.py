@@ -50,6 +50,7 @@ import httpx
 from anyio.abc import ObjectSendStream
 
 from .._config import ConfigReader, Key
+from .._decode import PageDecoder
 from .._exceptions import ConfigurationError, MalformedResponseError, StateError
 from .._http import ApiClient, Authenticator, OAuth2ClientCredentials
 from .._pagination import IdKeysetPaginator
@@ -441,6 +442,8 @@ class _EntitySync:
         self.counted = resource.count  # some lists document no /count: their first page alone sizes the window
         self.keyset = resource.keyset  # False: the docs list no id range filter, so pages go by number
         self.converter: RowConverter = stream.converter()
+        # Pages are typed as they are parsed (in C), with today's RowConverter wherever that could differ.
+        self.decoder = PageDecoder(self.converter)
         self.expected_rows: int | None = None
         self.keys = KeyTracker(stream, prior, report)
         # Set by open():
@@ -570,7 +573,8 @@ class _EntitySync:
             filters = [f"id_greater_than({after})"] if after is not None else []
             params: dict[str, str | int] = {"_fields": self.fields, "_limit": PAGE_LIMIT,
                       "_filters": ",".join([*filters, *self.order])}  # fmt: skip
-            reply = await client.get_json(self.path, params, validate=_list_problem, stream=self.stream.key)
+            reply = await client.get_json(self.path, params, validate=_list_problem, stream=self.stream.key,
+                                          decode=self.decoder.loads)
             records = reply.body["response"]
             self.source.note_served(len(records))
             if not records:
@@ -644,8 +648,7 @@ class _EntitySync:
         return filters
 
     def _rows(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        convert = self.converter.convert
-        return [row for row in map(convert, records) if row is not None]
+        return self.decoder.rows(records)
 
     async def _first_pages(self, filters: list[str], pages: list[int]) -> dict[int, tuple[list[dict[str, Any]], int]]:
         """Pages by number, fetched at once: each page's typed rows and how many records it held."""
@@ -656,7 +659,8 @@ class _EntitySync:
         async def fetch(page: int) -> None:
             params: dict[str, str | int] = {"_fields": self.fields, "_limit": limit, "_page": page,
                                             "_filters": ",".join([*filters, *self.order])}  # fmt: skip
-            reply = await client.get_json(self.path, params, validate=_list_problem, stream=self.stream.key)
+            reply = await client.get_json(self.path, params, validate=_list_problem, stream=self.stream.key,
+                                          decode=self.decoder.loads)
             records = reply.body["response"]
             self.source.note_served(len(records))
             found[page] = (self._rows(records), len(records))
@@ -814,7 +818,8 @@ class _EntitySync:
             params: dict[str, str | int] = {"_fields": self.fields, "_limit": PAGE_LIMIT, "_page": page}
             if self.order:
                 params["_filters"] = ",".join(self.order)
-            reply = await client.get_json(self.path, params, validate=_list_problem, stream=self.stream.key)
+            reply = await client.get_json(self.path, params, validate=_list_problem, stream=self.stream.key,
+                                          decode=self.decoder.loads)
             records: list[dict[str, Any]] = reply.body["response"]
             self.source.note_served(len(records))
             return records
@@ -874,7 +879,8 @@ class _EntitySync:
         params: dict[str, Any] = {"_fields": self.fields}
         paginator.init_request(params)
         while paginator.has_next_page:
-            reply = await client.get_json(self.path, params, validate=_list_problem, stream=self.stream.key)
+            reply = await client.get_json(self.path, params, validate=_list_problem, stream=self.stream.key,
+                                          decode=self.decoder.loads)
             records = reply.body["response"]
             if records and paginator.last_short is not None:
                 # A short page was not the end after all: say so once per sync.
