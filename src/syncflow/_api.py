@@ -72,13 +72,15 @@ def _progress(progress: ProgressLike) -> Progress | None:
     """The one rule every public call follows (see the module docstring)."""
     if progress is None:
         try:
-            from ._notebook import watched
+            # Absolute, not `from ._notebook`: the SDK's requirements check (pipreqs) drops the dot and would look up a
+            # PyPI package named `_notebook` for a module the connector's package leaves out.
+            from syncflow._notebook import watched
         except ImportError:
             return None  # the connector's package leaves the display module (and tqdm) out: nothing to show with
         if not watched():
             return None  # nobody is watching (a pipe, a log, CI): stay quiet unless asked
     if progress is None or progress is True:
-        from ._notebook import TqdmProgress  # only the Python API shows bars
+        from syncflow._notebook import TqdmProgress  # only the Python API shows bars
 
         return TqdmProgress()
     return progress or None
@@ -297,7 +299,7 @@ def to_duckdb(
 ) -> SyncResult:
     """Sync into a DuckDB file (tables `accelo.companies`, `awardco.user`, ...). The state lives in the same file,
     so running it again is incremental; `state` overrides the file's saved state, `full_refresh=True` starts over."""
-    from ._duckdb import DuckDBSink
+    from syncflow._duckdb import DuckDBSink
 
     settings = _settings(configuration, sources)
     chosen = select_streams(settings, _names(streams))
@@ -327,7 +329,7 @@ async def to_duckdb_async(
 
     Cancellable: cancelling stops every fetch before the cancellation propagates, closes the file (it can be opened
     again at once) and leaves the state saved in it covering exactly the rows written. Asyncio only (not trio)."""
-    from ._duckdb import DuckDBSink
+    from syncflow._duckdb import DuckDBSink
 
     settings = _settings(configuration, sources)
     chosen = select_streams(settings, _names(streams))
