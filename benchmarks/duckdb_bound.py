@@ -59,6 +59,8 @@ class Run:
     rows: int
     requests: int | None
     problems: list[str] = field(default_factory=list)
+    first_rows: float | None = None  # seconds from the call to the first batch with rows
+    tail: float | None = None  # seconds from the last batch to the call's return (final checkpoint, close)
 
 
 def _cpu() -> float:
@@ -98,6 +100,26 @@ class _Discard:
         return None
 
 
+class _Clock:
+    """A `syncflow.Progress` that only notes when the first and the last batch were handed over."""
+
+    def __init__(self) -> None:
+        self.started = self.first = self.last = 0.0
+        self.rows = 0
+
+    def on_start(self, budgets: Any) -> None:
+        return None
+
+    def on_batch(self, batch: Any) -> None:
+        self.last = time.perf_counter()
+        if batch.rows and not self.rows:
+            self.first = self.last
+        self.rows += len(batch.rows)
+
+    def close(self) -> None:
+        return None
+
+
 def _sink_class(system: str, baselines: Mapping[str, Path]) -> Any:
     """The DuckDB sink a `to_duckdb*` system writes through: this tree's, its NDJSON fallback, or a `--baseline`."""
     from syncflow._duckdb import DuckDBSink
@@ -124,42 +146,40 @@ def _in_process(
 ) -> Run:
     columns = {f"{source}.{table}": (key, cursor) for source, table, key, cursor in _tables()}
     found: dict[str, list[tuple[Any, Any]]] = {}
+    clock = _Clock()
     before = sim.stats()["requests"]
     cpu = _cpu()
-    started = time.perf_counter()
-    rows = 0
+    started = clock.started = time.perf_counter()
+    path = workdir / f"{system}-{time.monotonic_ns()}.duckdb"
     if system == "extract":
-        for page in syncflow.extract(configuration, progress=False):
-            rows += len(page.rows)
+        pages = list(syncflow.extract(configuration, progress=clock))  # kept, and checked off the clock
+    elif system == "discard":
+        syncflow.sync(configuration, _Discard(), progress=clock)
+    elif system == "to_duckdb":
+        syncflow.to_duckdb(configuration, path, progress=clock)
+    else:  # what to_duckdb does on a new file (no saved state), through another sink
+        streams = select_streams(resolve_settings(configuration, None), None)
+        sink = _sink_class(system, baselines)(path, streams)
+        try:
+            syncflow.sync(configuration, sink, progress=clock)
+        finally:
+            sink.close()
+    wall = time.perf_counter() - started
+    cpu = _cpu() - cpu
+    if system == "extract":
+        for page in pages:
             key, cursor = columns[page.stream]
             found.setdefault(page.stream, []).extend((r[key], r.get(cursor) if cursor else None) for r in page.rows)
-        wall = time.perf_counter() - started
-    elif system == "discard":
-        result = syncflow.sync(configuration, _Discard(), progress=False)
-        wall = time.perf_counter() - started
-        rows = sum(result.rows.values())
-    else:
-        path = workdir / f"{system}-{time.monotonic_ns()}.duckdb"
-        if system == "to_duckdb":
-            syncflow.to_duckdb(configuration, path, progress=False)
-        else:  # what to_duckdb does on a new file (no saved state), through another sink
-            streams = select_streams(resolve_settings(configuration, None), None)
-            sink = _sink_class(system, baselines)(path, streams)
-            try:
-                syncflow.sync(configuration, sink, progress=False)
-            finally:
-                sink.close()
-        wall = time.perf_counter() - started
+    elif system != "discard":
         with duckdb.connect(str(path), read_only=True) as db:
             for stream, (key, cursor) in columns.items():
                 select = f"{destination_column(key)}, {destination_column(cursor) if cursor else 'NULL'}"
                 found[stream] = db.execute(f"SELECT {select} FROM {stream}").fetchall()
-        rows = sum(len(v) for v in found.values())
         path.unlink()
-    cpu = _cpu() - cpu
+    rows = clock.rows if system == "discard" else sum(len(v) for v in found.values())
     requests = sim.stats()["requests"] - before
     problems = _check(found, truth) if system != "discard" else []
-    return Run(system, wall, cpu, rows, requests, problems)
+    return Run(system, wall, cpu, rows, requests, problems, clock.first - started, started + wall - clock.last)
 
 
 def _fivetran(options: SimOptions, workdir: Path) -> Run:
@@ -203,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     runs[system].append(run)
                     ok = ok and not run.problems
                     cpu = f", cpu {run.cpu:5.2f} s" if run.cpu is not None else ""
+                    if run.first_rows is not None and run.tail is not None:
+                        cpu += f", first rows at {run.first_rows:4.2f} s, tail {run.tail:4.2f} s"
                     print(
                         f"latency {latency * 1000:3.0f} ms  {system:<9} wall {run.wall:6.2f} s{cpu}, "
                         f"{run.rows / run.wall:8.0f} rows/s, {run.rows} rows (of {expected}), {run.requests} requests, "

@@ -305,3 +305,54 @@ def test_without_pyarrow_the_sink_takes_the_ndjson_path(tmp_path: Path) -> None:
     with duckdb.connect(str(tmp_path / "n.duckdb"), read_only=True) as db:
         assert db.sql("SELECT id FROM src.t").fetchall() == [(7,)]
     assert os.path.exists(tmp_path / "n.duckdb")
+
+
+class _FailingCommit:
+    """The sink's connection, except that the next COMMIT fails (a full disk, say) after DuckDB rolled back."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+        self.fail = True
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT" and self.fail:
+            self.fail = False
+            self._connection.execute("ROLLBACK")
+            raise duckdb.IOException("IO Error: no space left on device")
+        return self._connection.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
+def test_the_rows_of_a_failed_checkpoint_are_written_by_the_next(sink: tuple[DuckDBSink, Path]) -> None:
+    db, path = sink
+    db._connection = _FailingCommit(db._connection)  # type: ignore[assignment]
+    many = 2500
+    for i in range(many):
+        db.upsert("src", "things", _row(i, amount=f"{i}.25"))
+    db.upsert("src", "things", _row(many, colour="blue"))  # a field beyond the declared ones: a new column
+    with pytest.raises(duckdb.IOException):
+        db.checkpoint({"n": 1})
+    with duckdb.connect(str(path)) as other:  # nothing of the failed checkpoint is kept, not even the new column
+        assert other.sql("SELECT count(*) FROM src.things").fetchone() == (0,)
+        assert "colour" not in [row[0] for row in other.sql("DESCRIBE src.things").fetchall()]
+    assert db.load_state() is None
+    db.upsert("src", "things", _row(many + 1))
+    db.checkpoint({"n": 2})
+    rows = _rows(path)
+    assert sorted(key[0] for key in rows) == list(range(many + 2))
+    assert rows[(7, "a")]["amount"] == Decimal("7.25") and rows[(many, "a")]["colour"] == "blue"
+    assert db.load_state() == {"n": 2}
+
+
+def test_a_row_that_cannot_be_stored_fails_the_checkpoint_and_commits_nothing(sink: tuple[DuckDBSink, Path]) -> None:
+    db, path = sink
+    db.upsert("src", "things", _row(1, amount="1.00"))
+    db.checkpoint({"n": 1})
+    for i in range(2, 1500):
+        db.upsert("src", "things", _row(i))
+    db.upsert("src", "things", _row(9999, amount="not a number"))  # a plug-in's row its converter did not check
+    with pytest.raises(duckdb.Error, match="not a number"):
+        db.checkpoint({"n": 2})
+    assert set(_rows(path)) == {(1, "a")} and db.load_state() == {"n": 1}  # the last checkpoint holds

@@ -17,7 +17,6 @@ import importlib.util
 import json
 import os
 import tempfile
-import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -95,10 +94,6 @@ class DuckDBSink:
         # `arrow`: hand batches over as Arrow tables; None = when pyarrow is installed (`pip install
         # syncflow[duckdb]`). Without it, batches go through an NDJSON file DuckDB reads: same rows, more CPU.
         self._arrow = importlib.util.find_spec("pyarrow") is not None if arrow is None else arrow
-        if self._arrow:
-            # pyarrow and the modules DuckDB's Arrow scan loads take 0.3-0.6 s to import: done while the first
-            # requests are in flight instead of at the first checkpoint, where the drain would wait for them.
-            threading.Thread(target=_import_arrow, name="syncflow-pyarrow-import", daemon=True).start()
         self._connection = duckdb.connect(str(path))
         self._tables = {(s.source, s.table): _Table(s) for s in streams}
         self._threads: int | None = None
@@ -165,14 +160,23 @@ class DuckDBSink:
         document = json.dumps(state)
         connection = self._connection
         connection.execute("BEGIN TRANSACTION")
+        committing = False
         try:
             for table in self._tables.values():
                 self._flush(table)
                 self._soft_delete(table)
             connection.execute(f"INSERT OR REPLACE INTO {STATE_TABLE} VALUES (1, ?)", [document])
+            committing = True
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            try:
+                connection.execute("ROLLBACK")
+            except duckdb.TransactionException:
+                if not committing:
+                    raise
+                # "no transaction is active": the COMMIT that failed had already rolled the transaction back
+            for table in self._tables.values():  # a column added in the transaction is gone with it
+                table.columns = [row[0] for row in connection.execute(f"DESCRIBE {table.name}").fetchall()]
             raise
         for table in self._tables.values():
             table.pending.clear()
@@ -203,8 +207,9 @@ class DuckDBSink:
                 continue  # renames onto a column already filled by an earlier field: the first is kept
             table.sources[name] = field
             table.types[name] = "VARCHAR"
-            if name not in table.columns:
-                self._connection.execute(f"ALTER TABLE {table.name} ADD COLUMN {_quote(name)} VARCHAR")
+        for name in table.sources:
+            if name not in table.columns:  # new in this batch, or added in a transaction that was rolled back
+                self._connection.execute(f"ALTER TABLE {table.name} ADD COLUMN {_quote(name)} {table.types[name]}")
                 table.columns.append(name)
         columns = [name for name in table.columns if name in table.sources]
         kinds = [table.types[name] for name in columns]
@@ -259,10 +264,6 @@ class DuckDBSink:
                 self._connection.execute(f"SET threads = {self._threads}")
         finally:
             self._connection.close()
-
-
-def _import_arrow() -> None:
-    import pyarrow.dataset  # noqa: F401  (what DuckDB's scan of a registered Arrow table imports)
 
 
 def _latest(rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> Sequence[Mapping[str, Any]]:
