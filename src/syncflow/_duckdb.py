@@ -5,7 +5,9 @@ Tables and columns get Fivetran's destination names (`_naming`: `employeeId` →
 against this file runs against the warehouse `fivetran debug` or a Fivetran destination fills, and back.
 
 Rows are buffered per table and written at each checkpoint inside one transaction with the new state, so a crash
-leaves the file at the last checkpoint: rows and state always agree, and the next run resumes from there.
+leaves the file at the last checkpoint: rows and state always agree, and the next run resumes from there. Each
+table's rows go in as one `INSERT OR REPLACE` of an Arrow table (with pyarrow, the `duckdb` extra) or of an NDJSON
+file DuckDB reads; the last upsert of a key since the checkpoint is the one kept.
 
 Deletes are soft, as Fivetran's: every table has a `_fivetran_deleted` BOOLEAN column, false on each upsert and set
 true by a delete, so a DuckDB file and a Fivetran destination hold the same rows and agree on which are gone.
@@ -99,8 +101,9 @@ class DuckDBSink:
         self._threads: int | None = None
         try:
             # Batches are a few thousand rows: DuckDB's thread pool only adds hand-offs on them, and its threads
-            # compete for the cores with the thread fetching the pages. One thread halved the insert time here
-            # (benchmarks/duckdb_bound.py); the setting is the database's, so close() puts the previous one back.
+            # compete for the cores with the thread fetching the pages. One thread halved the INSERT time of a
+            # sink-only run on 2 cores; the setting is the database's (a user's connection to the same file in this
+            # process shares it), so close() puts the previous one back.
             (threads,) = self._connection.execute("SELECT current_setting('threads')").fetchone() or (None,)
             self._connection.execute("SET threads = 1")
             self._threads = None if threads is None else int(threads)
