@@ -121,7 +121,8 @@ class _Clock:
 
 
 def _sink_class(system: str, baselines: Mapping[str, Path]) -> Any:
-    """The DuckDB sink a `to_duckdb*` system writes through: this tree's, its NDJSON fallback, or a `--baseline`."""
+    """The DuckDB sink a `to_duckdb*` system writes through: this tree's (`to_duckdb`), its NDJSON fallback
+    (`to_duckdb_ndjson`), or a `--baseline`."""
     from syncflow._duckdb import DuckDBSink
 
     if system == "to_duckdb_ndjson":
@@ -187,6 +188,99 @@ def _fivetran(options: SimOptions, workdir: Path) -> Run:
     return Run("fivetran", result.wall, None, result.rows, result.requests, list(result.problems))
 
 
+def _sink_only(args: argparse.Namespace, systems: Sequence[str], baselines: Mapping[str, Path]) -> None:
+    """The DuckDB sinks alone: the same typed pages (from the in-process simulator) upserted into each sink, with a
+    checkpoint every `checkpoint_every_rows` rows as the drain takes them; then every row once more (replacements).
+    No network and no fetching thread, so the CPU seconds are the sink's own."""
+    configuration = {
+        "use_mock": "true",
+        "mock_scale": str(args.scale),
+        "streams": connector_configuration("")["streams"],
+    }
+    pages = list(syncflow.extract(configuration, progress=False))
+    streams = select_streams(resolve_settings(configuration, None), None)
+    every = resolve_settings(configuration, None).checkpoint_every_rows
+    workdir = Path(tempfile.mkdtemp(prefix="duckdb-sink-"))
+    figures: dict[str, list[tuple[float, float]]] = {}
+    for repeat in range(args.repeats):
+        for system in systems if repeat % 2 == 0 else systems[::-1]:
+            for passes in (1, 2):
+                path = workdir / f"{system}-{passes}-{repeat}.duckdb"
+                cpu, started = _cpu(), time.perf_counter()
+                sink = _sink_class(system, baselines)(path, streams)
+                for _ in range(passes):
+                    since = 0
+                    for page in pages:
+                        schema, _, table = page.stream.partition(".")
+                        for row in page.rows:
+                            sink.upsert(schema, table, row)
+                        since += len(page.rows)
+                        if since >= every:
+                            sink.checkpoint({"since": since})
+                            since = 0
+                    sink.checkpoint({"since": since})
+                sink.close()
+                figures.setdefault(f"{system} x{passes}", []).append((time.perf_counter() - started, _cpu() - cpu))
+                path.unlink()
+    rows = sum(len(page.rows) for page in pages)
+    for name, runs in figures.items():
+        walls, cpus = [w for w, _ in runs], [c for _, c in runs]
+        print(
+            f"sink only, {rows} rows, {name:<22} wall median {statistics.median(walls):5.2f} s "
+            f"({', '.join(f'{w:.2f}' for w in walls)}), cpu median {statistics.median(cpus):5.2f} s "
+            f"({', '.join(f'{c:.2f}' for c in cpus)})",
+            flush=True,
+        )
+
+
+def _timeline(args: argparse.Namespace, latency: float) -> None:
+    """When each request of one `extract` was in flight (a recording transport): the round trips before the first
+    rows, how many requests are in flight over time, and the latency actually observed."""
+    import httpx
+
+    log: list[tuple[float, float, str]] = []
+    origin = [0.0]
+
+    class Recording(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            sent = time.perf_counter() - origin[0]
+            response = await super().handle_async_request(request)
+            await response.aread()
+            log.append((sent, time.perf_counter() - origin[0], request.url.path))
+            return response
+
+    with SimProcess(SimOptions(scale=args.scale, latency=latency, jitter=0.03 if latency else 0.0)) as sim:
+        configuration = {**connector_configuration(sim.url), "max_concurrency": str(args.concurrency)}
+        syncflow.list_streams(configuration)
+        firsts: dict[str, float] = {}
+        origin[0] = time.perf_counter()
+        for page in syncflow.extract(configuration, progress=False, transport=Recording()):
+            firsts.setdefault(page.stream, time.perf_counter() - origin[0])
+        wall = time.perf_counter() - origin[0]
+    accelo = sorted(entry for entry in log if entry[2].startswith("/api/v0"))
+    token = next(entry for entry in log if "token" in entry[2])
+    counts = [entry for entry in accelo if entry[2].endswith("/count")]
+    latencies = sorted(end - sent for sent, end, _ in accelo)
+    end = max(done for _, done, _ in accelo)
+
+    def in_flight(at: float) -> int:
+        return sum(1 for sent, done, _ in accelo if sent <= at < done)
+
+    print(
+        f"timeline at {latency * 1000:.0f} ms: wall {wall:.2f} s; token {token[0]:.2f}-{token[1]:.2f} s; "
+        f"first count {counts[0][0]:.2f}-{counts[0][1]:.2f} s; "
+        f"the other counts from {min(c[0] for c in counts[1:]):.2f} s; "
+        f"first Accelo rows at {min(t for k, t in firsts.items() if k.startswith('accelo.')):.2f} s; "
+        f"last Accelo response {end:.2f} s; {len(accelo)} Accelo requests, observed latency median "
+        f"{latencies[len(latencies) // 2]:.3f} s, p90 {latencies[int(len(latencies) * 0.9)]:.3f} s; "
+        f"sum of latencies / {args.concurrency} = {sum(latencies) / args.concurrency:.2f} s",
+        flush=True,
+    )
+    print(
+        "  Accelo requests in flight every 0.25 s: " + " ".join(str(in_flight(t / 4)) for t in range(int(end * 4) + 1))
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.duckdb_bound", description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=10.0)
@@ -198,9 +292,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--baseline", action="append", default=[], metavar="NAME=PATH",
         help="another _duckdb.py (e.g. `git show main:src/syncflow/_duckdb.py`) to run as system NAME; repeatable",
     )  # fmt: skip
+    parser.add_argument("--sink-only", action="store_true", help="time the DuckDB sinks alone (no network)")
+    parser.add_argument("--timeline", action="store_true", help="the request timeline of one extract per latency")
     args = parser.parse_args(argv)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     baselines = {name: Path(path) for name, _, path in (b.partition("=") for b in args.baseline)}
+    if args.sink_only:
+        _sink_only(args, [s for s in systems if s not in ("extract", "discard", "fivetran")], baselines)
+        return 0
+    if args.timeline:
+        for latency in (float(x) for x in args.latencies.split(",") if float(x) > 0):
+            _timeline(args, latency)
+        return 0
     ok = True
     workdir = Path(tempfile.mkdtemp(prefix="duckdb-bound-"))
     expected = sum(expected_rows(args.scale).values())
