@@ -5,7 +5,9 @@ Tables and columns get Fivetran's destination names (`_naming`: `employeeId` →
 against this file runs against the warehouse `fivetran debug` or a Fivetran destination fills, and back.
 
 Rows are buffered per table and written at each checkpoint inside one transaction with the new state, so a crash
-leaves the file at the last checkpoint: rows and state always agree, and the next run resumes from there.
+leaves the file at the last checkpoint: rows and state always agree, and the next run resumes from there. Each
+table's rows go in as one `INSERT OR REPLACE` of an Arrow table (with pyarrow, the `duckdb` extra) or of an NDJSON
+file DuckDB reads; the last upsert of a key since the checkpoint is the one kept.
 
 Deletes are soft, as Fivetran's: every table has a `_fivetran_deleted` BOOLEAN column, false on each upsert and set
 true by a delete, so a DuckDB file and a Fivetran destination hold the same rows and agree on which are gone.
@@ -13,11 +15,14 @@ true by a delete, so a DuckDB file and a Fivetran destination hold the same rows
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from operator import itemgetter
 from os import PathLike
 from typing import Any
 
@@ -39,8 +44,18 @@ _DUCKDB_TYPES = {
     "UTC_DATETIME": "TIMESTAMPTZ",
     "JSON": "JSON",
 }
+# A batch as Arrow (the `duckdb` extra installs pyarrow): (pyarrow type factory, its arguments) per DuckDB type.
+# DECIMAL travels as its text (exact) and JSON as its text; DuckDB casts both on insert.
+_ARROW_TYPES: dict[str, tuple[Any, ...]] = {
+    "BIGINT": ("int64",),
+    "DOUBLE": ("float64",),
+    "BOOLEAN": ("bool_",),
+    "VARCHAR": ("string",),
+    "TIMESTAMPTZ": ("timestamp", "us", "UTC"),
+}
 STATE_TABLE = "_syncflow.state"
 DELETED_COLUMN = "_fivetran_deleted"
+_BATCH_VIEW = "_syncflow_batch"
 
 
 def _duckdb_type(kind: str) -> str:
@@ -77,16 +92,27 @@ class _Table:
 class DuckDBSink:
     """Upserts rows into `path` (a DuckDB file); `checkpoint` commits buffered rows together with the state."""
 
-    def __init__(self, path: str | PathLike[str], streams: Iterable[Stream]) -> None:
+    def __init__(self, path: str | PathLike[str], streams: Iterable[Stream], *, arrow: bool | None = None) -> None:
+        # `arrow`: hand batches over as Arrow tables; None = when pyarrow is installed (`pip install
+        # syncflow[duckdb]`). Without it, batches go through an NDJSON file DuckDB reads: same rows, more CPU.
+        self._arrow = importlib.util.find_spec("pyarrow") is not None if arrow is None else arrow
         self._connection = duckdb.connect(str(path))
         self._tables = {(s.source, s.table): _Table(s) for s in streams}
+        self._threads: int | None = None
         try:
+            # Batches are a few thousand rows: DuckDB's thread pool only adds hand-offs on them, and its threads
+            # compete for the cores with the thread fetching the pages. One thread halved the INSERT time of a
+            # sink-only run on 2 cores; the setting is the database's (a user's connection to the same file in this
+            # process shares it), so close() puts the previous one back.
+            (threads,) = self._connection.execute("SELECT current_setting('threads')").fetchone() or (None,)
+            self._connection.execute("SET threads = 1")
+            self._threads = None if threads is None else int(threads)
             self._connection.execute("CREATE SCHEMA IF NOT EXISTS _syncflow")
             self._connection.execute(f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (id INTEGER PRIMARY KEY, state JSON)")
             for table in self._tables.values():
                 self._create(table)
         except BaseException:
-            self._connection.close()  # the caller never gets the sink, so it cannot close the file itself
+            self.close()  # the caller never gets the sink, so it cannot close the file itself
             raise
 
     def __repr__(self) -> str:
@@ -137,14 +163,23 @@ class DuckDBSink:
         document = json.dumps(state)
         connection = self._connection
         connection.execute("BEGIN TRANSACTION")
+        committing = False
         try:
             for table in self._tables.values():
                 self._flush(table)
                 self._soft_delete(table)
             connection.execute(f"INSERT OR REPLACE INTO {STATE_TABLE} VALUES (1, ?)", [document])
+            committing = True
             connection.execute("COMMIT")
         except BaseException:
-            connection.execute("ROLLBACK")
+            try:
+                connection.execute("ROLLBACK")
+            except duckdb.TransactionException:
+                if not committing:
+                    raise
+                # "no transaction is active": the COMMIT that failed had already rolled the transaction back
+            for table in self._tables.values():  # a column added in the transaction is gone with it
+                table.columns = [row[0] for row in connection.execute(f"DESCRIBE {table.name}").fetchall()]
             raise
         for table in self._tables.values():
             table.pending.clear()
@@ -153,11 +188,17 @@ class DuckDBSink:
     def _soft_delete(self, table: _Table) -> None:
         if not table.pending_deletes:
             return
-        where = " AND ".join(f"{_quote(destination_column(name))} = ?" for name in table.stream.primary_key)
-        self._connection.executemany(
-            f"UPDATE {table.name} SET {_quote(DELETED_COLUMN)} = true WHERE {where}",
-            [list(key) for key in table.pending_deletes],
-        )
+        names = [destination_column(name) for name in table.stream.primary_key]
+        kinds = [table.types.get(name, "VARCHAR") for name in names]
+        keys = list(table.pending_deletes)
+        cells = [_cells([key[index] for key in keys], kind) for index, kind in enumerate(kinds)]
+        on = " AND ".join(f"{table.name}.{_quote(name)} = _gone.{_quote(name)}" for name in names)
+        with self._batch(names, kinds, cells) as source:
+            self._connection.execute(
+                f"UPDATE {table.name} SET {_quote(DELETED_COLUMN)} = true FROM (SELECT "
+                + ", ".join(f"CAST({_quote(n)} AS {k}) AS {_quote(n)}" for n, k in zip(names, kinds, strict=True))
+                + f" FROM {source}) AS _gone WHERE {on}"
+            )
 
     def _flush(self, table: _Table) -> None:
         if not table.pending:
@@ -169,39 +210,100 @@ class DuckDBSink:
                 continue  # renames onto a column already filled by an earlier field: the first is kept
             table.sources[name] = field
             table.types[name] = "VARCHAR"
-            if name not in table.columns:
-                self._connection.execute(f"ALTER TABLE {table.name} ADD COLUMN {_quote(name)} VARCHAR")
+        for name in table.sources:
+            if name not in table.columns:  # new in this batch, or added in a transaction that was rolled back
+                self._connection.execute(f"ALTER TABLE {table.name} ADD COLUMN {_quote(name)} {table.types[name]}")
                 table.columns.append(name)
-        columns: Sequence[str] = [name for name in table.columns if name in table.sources]
-        types = {name: table.types[name] for name in columns}
-        types[DELETED_COLUMN] = "BOOLEAN"
-        # Row-at-a-time executemany manages a few hundred rows/s; one NDJSON file read by DuckDB is ~100x faster.
+        columns = [name for name in table.columns if name in table.sources]
+        kinds = [table.types[name] for name in columns]
+        rows = _latest(table.pending, table.stream.primary_key)
+        # Column lists, not rows: each is one comprehension here and one bulk conversion in Arrow (or DuckDB).
+        cells = [
+            _cells([row.get(table.sources[name]) for row in rows], kind)
+            for name, kind in zip(columns, kinds, strict=True)
+        ]
+        names = ", ".join(_quote(name) for name in [*columns, DELETED_COLUMN])
+        select = ", ".join(f"CAST({_quote(name)} AS {kind})" for name, kind in zip(columns, kinds, strict=True))
+        with self._batch(columns, kinds, cells) as source:
+            # `false`: an upsert (re)creates the row, as in Fivetran.
+            self._connection.execute(
+                f"INSERT OR REPLACE INTO {table.name} ({names}) SELECT {select}, false FROM {source}"
+            )
+
+    @contextmanager
+    def _batch(self, names: Sequence[str], kinds: Sequence[str], cells: Sequence[list[Any]]) -> Iterator[str]:
+        """The columns `cells` as a relation DuckDB can select from: an Arrow table (pyarrow installed) or an
+        NDJSON file it reads itself. Both hand DuckDB the whole batch in one statement: row-at-a-time executemany
+        manages a few hundred rows/s."""
+        if self._arrow:
+            import pyarrow
+
+            arrays = [_arrow_array(pyarrow, values, kind) for values, kind in zip(cells, kinds, strict=True)]
+            self._connection.register(_BATCH_VIEW, pyarrow.Table.from_arrays(arrays, names=list(names)))
+            try:
+                yield _BATCH_VIEW
+            finally:
+                self._connection.unregister(_BATCH_VIEW)
+            return
         with tempfile.NamedTemporaryFile("w", suffix=".ndjson", encoding="utf-8", delete=False) as handle:
-            for row in table.pending:
-                cells = {name: _cell(row.get(table.sources[name])) for name in columns}
-                cells[DELETED_COLUMN] = False  # an upsert (re)creates the row
-                handle.write(json.dumps(cells, default=_json_default))
+            for values in zip(*cells, strict=True):
+                handle.write(json.dumps(dict(zip(names, values, strict=True)), default=_json_default))
                 handle.write("\n")
         try:
-            spec = "{" + ", ".join(f"'{_escape(name)}': '{kind}'" for name, kind in types.items()) + "}"
-            names = ", ".join(_quote(name) for name in [*columns, DELETED_COLUMN])
-            self._connection.execute(
-                f"INSERT OR REPLACE INTO {table.name} ({names}) SELECT {names} FROM "
-                f"read_json(?, format = 'newline_delimited', columns = {spec}, "
-                "timestampformat = '%Y-%m-%dT%H:%M:%S%z')",
-                [handle.name],
+            spec = ", ".join(
+                f"'{_escape(name)}': '{_read_type(kind)}'" for name, kind in zip(names, kinds, strict=True)
+            )
+            escaped = handle.name.replace("'", "''")
+            yield (
+                f"read_json('{escaped}', format = 'newline_delimited', columns = {{{spec}}}, "
+                "timestampformat = '%Y-%m-%dT%H:%M:%S%z')"
             )
         finally:
             os.unlink(handle.name)
 
     def close(self) -> None:
-        self._connection.close()
+        try:
+            if self._threads is not None:
+                self._connection.execute(f"SET threads = {self._threads}")
+        finally:
+            self._connection.close()
 
 
-def _cell(value: Any) -> Any:
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True)
-    return value
+def _latest(rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> Sequence[Mapping[str, Any]]:
+    """`rows` with one row per primary key, the last upserted: one INSERT OR REPLACE given a key twice keeps the
+    first (DuckDB 1.x), where upserts one after the other leave the last."""
+    pick = itemgetter(*key)
+    latest = {pick(row): row for row in rows}
+    return rows if len(latest) == len(rows) else list(latest.values())
+
+
+def _cells(values: list[Any], kind: str) -> list[Any]:
+    """A column's values as the batch carries them: JSON as its text, text as text, the rest as they are."""
+    if kind == "JSON":
+        return [None if value is None else json.dumps(value, sort_keys=True, default=str) for value in values]
+    if kind == "VARCHAR":
+        return [value if value is None or type(value) is str else _text(value) for value in values]
+    return values
+
+
+def _text(value: Any) -> str:
+    """A non-text value in a text column (a field beyond the declared ones): its JSON text (5 -> "5", true)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _arrow_array(pyarrow: Any, values: list[Any], kind: str) -> Any:
+    arrow_type = _ARROW_TYPES.get(kind)
+    if arrow_type is not None:
+        try:
+            return pyarrow.array(values, type=getattr(pyarrow, arrow_type[0])(*arrow_type[1:]))
+        except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError, TypeError, ValueError, OverflowError):
+            pass  # not the declared Python type (a plug-in's value): as text, and DuckDB's CAST decides
+    return pyarrow.array(_cells(values, "VARCHAR"), type=pyarrow.string())
+
+
+def _read_type(kind: str) -> str:
+    # JSON arrives as its text (`_cells`): read as text, then cast, or read_json would store a JSON string of it.
+    return "VARCHAR" if kind == "JSON" else kind
 
 
 def _json_default(value: Any) -> Any:
