@@ -207,6 +207,11 @@ def _per_stream(before: dict[str, int], after: dict[str, int]) -> dict[str, int]
     return out
 
 
+def _pages(before: dict[str, int], after: dict[str, int]) -> int:
+    """List pages served between two `by_endpoint` snapshots (no `/count`, no token)."""
+    return sum(n - before.get(e, 0) for e, n in after.items() if _stream_of(e) and not e.endswith("/count"))
+
+
 def _saved_state(measured_layout: str, base: Path) -> dict[str, Any]:
     """The state a killed run left behind: the SDK runner's state.json, or the one committed in to_duckdb's file."""
     if measured_layout == "sdk":
@@ -268,14 +273,13 @@ def run_twice(
         first_result = base / "result-1.json"
         kill_when = None
         if kill_at_pages is not None:
-            pages = sum(n for t, n in expected_pages(options.scale).items() if t.split(".")[0] in sources.split(","))
-            threshold = kill_at_pages * pages
+            threshold = kill_at_pages * sum(
+                n for t, n in expected_pages(options.scale).items() if t.split(".")[0] in sources.split(",")
+            )
 
             def kill_when() -> bool:
                 # Pages only: the `/count`s (and the token) are not part of the work the kill is placed in.
-                now = sim.stats()["by_endpoint"]
-                served = {e: n - s0["by_endpoint"].get(e, 0) for e, n in now.items()}
-                return sum(n for e, n in served.items() if _stream_of(e) and not e.endswith("/count")) >= threshold
+                return _pages(s0["by_endpoint"], sim.stats()["by_endpoint"]) >= threshold
 
         started = time.monotonic()
         code = _run_worker(
@@ -299,6 +303,9 @@ def run_twice(
         measured = json.loads(second_result.read_text(encoding="utf-8"))
         truth = sim.ground_truth(*truth_query(sources))
     second = _per_stream(s1["by_endpoint"], s2["by_endpoint"])
+    pages = sum(n for t, n in expected_pages(options.scale).items() if t.split(".")[0] in sources.split(","))
+    first_pages = _pages(s0["by_endpoint"], s1["by_endpoint"])
+    second_pages = _pages(s1["by_endpoint"], s2["by_endpoint"])
     # A full-refresh stream (no cursor: Accelo staff) is read whole by every sync, by design; the others must not
     # be read again once complete: an incremental look is one page (and at most a count).
     refetched = {s: n for s, n in second.items() if s in completed and s not in FULL_REFRESH and n > 2}
@@ -315,6 +322,10 @@ def run_twice(
         "second_requests_by_stream": second,
         "second_token_requests": s2["token_requests"] - s1["token_requests"],
         "completed_before_second": completed,
+        # Pages fetched by both runs: those in flight or queued, not yet committed, when the first was killed (plus
+        # the full-refresh tables, read whole each time).
+        "pages": pages, "first_pages": first_pages, "second_pages": second_pages,
+        "pages_read_twice": first_pages + second_pages - pages,
         "refetched": refetched,
     }
     if interrupted and not killed:

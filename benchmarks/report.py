@@ -73,9 +73,12 @@ def _table(rows: Sequence[RunResult], bound: float | None = None, extra: str = "
         ratio = f"{r.wall / bound:.2f}" if bound and r.wall else "-"
         truth = "yes" if r.ok else "NO: " + "; ".join(r.problems)
         name = r.system + (f" (c={r.max_concurrency})" if r.scenario == "concurrency" else "")
-        name += " (killed, resumed)" if r.extra.get("kind") == "kill_resume" else ""
+        resumed = r.extra.get("kind") == "kill_resume"
+        name += " (killed, resumed)" if resumed else ""
+        # A resumed run's table holds every row, but the run wrote only what the killed one had not committed.
+        rate = "-" if resumed else f"{r.rows_per_second:,.0f}"
         lines.append(
-            f"| {name} | {r.rows} | {r.wall:.2f} | {r.rows_per_second:,.0f} | {ratio} | {r.requests} | "
+            f"| {name} | {r.rows} | {r.wall:.2f} | {rate} | {ratio} | {r.requests} | "
             f"{r.rate_limited} | {r.peak_in_flight} | {_mib(r.peak_rss)} | {truth} |"
         )
     if extra:
@@ -234,10 +237,15 @@ def _scale_checks(results: Sequence[RunResult]) -> list[str]:
         if resumed:
             extra = resumed.extra
             completed = [s for s in extra.get("completed_before_second", []) if s not in _full_refresh()]
+            whole = f" ({resumed.requests / full.requests:.0%} of the uninterrupted run's {full.requests:,})" if (
+                full and full.requests) else ""  # fmt: skip
+            twice = (f"; pages read by both runs: {extra['pages_read_twice']:,} of {extra['pages']:,}"
+                     if "pages_read_twice" in extra else "")  # fmt: skip
             rows.append(
                 f"| {name}: resumes after a kill | killed after {extra.get('first_killed_after') or 0:.0f} s; the "
                 f"rerun equals the ground truth: {'yes' if resumed.ok else 'NO: ' + '; '.join(resumed.problems)}; "
-                f"streams complete at the kill ({', '.join(completed) or 'none but full-refresh staff'}) read again: "
+                f"it made {resumed.requests:,} requests{whole}{twice}; streams complete at the kill "
+                f"({', '.join(completed) or 'none but full-refresh staff'}) read again: "
                 f"{'none' if not extra.get('refetched') else extra['refetched']} | {_met(resumed.ok)} |"
             )
     return rows
