@@ -74,6 +74,9 @@ def network_bound(
 #: and planning (the `/count` requests, sent side by side: one latency). Added to the network bound for `to_duckdb`.
 PLANNING_ROUND_TRIPS = 1
 REQUEST_COSTS_TIMEOUT = 600.0
+# A million rows through the SDK runner took more than the default 15 min on a busy 2-vCPU machine (the first
+# bench-scale run was cut off there): only a hang may trip this one.
+SCALE_TIMEOUT = 3 * 3600.0
 
 
 def _say(result: RunResult) -> None:
@@ -178,11 +181,12 @@ def _scale_1m(plan: Plan, out: list[RunResult]) -> None:
     # and at all of them.
     big = SimOptions(scale=accelo_scale(plan.big_rows), latency=0.0, jitter=0.0)
     for system in ("to_duckdb", "syncflow"):
-        full = run_system("scale_1m", system, big, sources="accelo")
+        full = run_system("scale_1m", system, big, sources="accelo", timeout=SCALE_TIMEOUT)
         full.extra["kind"] = "full"
         out.append(full)
         _say(full)
-        resumed = run_twice("scale_1m", system, big, kill_after=None, kill_at_pages=plan.kill_at, sources="accelo")
+        resumed = run_twice("scale_1m", system, big, kill_after=None, kill_at_pages=plan.kill_at, sources="accelo",
+                            timeout=SCALE_TIMEOUT)  # fmt: skip
         resumed.extra["kind"] = "kill_resume"
         out.append(resumed)
         _say(resumed)
