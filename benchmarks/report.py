@@ -226,13 +226,19 @@ def _scale_checks(results: Sequence[RunResult]) -> list[str]:
     """Targets rows for the million-row runs that are yes/no rather than ratios."""
     rows = []
     for system, name in (("to_duckdb", "to_duckdb"), ("syncflow", "fivetran debug")):
-        full = _first(results, "scale_1m", system, "full")
-        resumed = _first(results, "scale_1m", system, "kill_resume")
-        if full:
+        # Failed runs too (no wall time): a run that did not complete must show here as such.
+        runs = [r for r in results if r.scenario == "scale_1m" and r.system == system]
+        full = next((r for r in runs if r.extra.get("kind") == "full"), None)
+        resumed = next((r for r in runs if r.extra.get("kind") == "kill_resume"), None)
+        if full and full.ok:
             rows.append(
-                f"| {name}: {full.expected_rows:,} rows complete | {full.rows:,} rows equal the ground truth: "
-                f"{'yes' if full.ok else 'NO: ' + '; '.join(full.problems)}; {full.wall:.0f} s, "
-                f"{full.rows_per_second:,.0f} rows/s | {_met(full.ok)} |"
+                f"| {name}: {full.expected_rows:,} rows complete | {full.rows:,} rows equal the ground truth: yes; "
+                f"{full.wall:.0f} s, {full.rows_per_second:,.0f} rows/s | {_met(True)} |"
+            )
+        elif full:
+            rows.append(
+                f"| {name}: {full.expected_rows:,} rows complete, uninterrupted | did not: "
+                f"{'; '.join(full.problems)} (after {full.requests:,} requests) | {_met(False)} |"
             )
         if resumed:
             extra = resumed.extra
@@ -547,20 +553,24 @@ def _projection(results: Sequence[RunResult]) -> list[str]:
     if rate is None or not rate.requests:
         return []
     used = rate.budget_used if rate.budget_used is not None else 1.0
-    rows_per_request = rate.rows / rate.requests
+    # Rows per request from the largest complete run (a million rows: the token and counts are lost in it), else
+    # from the rate-limited run itself.
+    sample = _first(results, "scale_1m", "to_duckdb", "full") or rate
+    rows_per_request = sample.rows / sample.requests
     per_hour = HOURLY_BUDGET * used * rows_per_request
     lines = [
         "## Projection: a real account's initial sync",
         "",
         f"Accelo allows {HOURLY_BUDGET:,} requests per hour. At the measured {used:.1%} of a binding budget and "
-        f"{rows_per_request:.1f} rows per request (pages of 100, less the token and planning requests: the rate-"
-        f"limited run's {rate.rows:,} rows / {rate.requests:,} requests), an initial sync moves **~{per_hour:,.0f} "
+        f"{rows_per_request:.1f} rows per request (pages of 100, less the token and planning requests: "
+        f"{sample.rows:,} rows / {sample.requests:,} requests in the {sample.scenario} run), an initial sync moves "
+        f"**~{per_hour:,.0f} "
         f"rows per hour**: **{1_000_000 / per_hour:.1f} hours for a million rows**.",
     ]
     if big is not None and big.rows_per_second:
         lines[-1] += (
-            f" Unthrottled, `fivetran debug` itself writes {big.rows_per_second:,.0f} rows/s "
-            f"({big.rows_per_second * 3600 / per_hour:,.0f}x that): the budget, not syncflow, sets the pace."
+            f" Unthrottled, `fivetran debug` itself writes {big.rows_per_second:,.0f} rows/s ({big.scenario} run; "
+            f"{big.rows_per_second * 3600 / per_hour:,.0f}x that): the budget, not syncflow, sets the pace."
         )
     lines += [
         "",
