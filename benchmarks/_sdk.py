@@ -18,7 +18,7 @@ from fivetran_connector_sdk_cli import core_adapter
 from fivetran_connector_sdk_common import constants
 from fivetran_connector_sdk_common.logger import Logging
 
-__all__ = ["run_in_sdk_runner", "warehouse_path"]
+__all__ = ["run_in_sdk_runner", "state_path", "warehouse_path"]
 
 UpdateFn = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
 SchemaFn = Callable[[Mapping[str, Any]], list[dict[str, Any]]]
@@ -28,15 +28,21 @@ def warehouse_path(project: Path) -> Path:
     return project / "files" / "warehouse.db"
 
 
+def state_path(project: Path) -> Path:
+    """Where the runner saves the state after each checkpoint (`fivetran debug` resumes from it)."""
+    return project / "files" / "state.json"
+
+
 def run_in_sdk_runner(
-    update: UpdateFn, schema: SchemaFn, project: Path, configuration: Mapping[str, str]
+    update: UpdateFn, schema: SchemaFn, project: Path, configuration: Mapping[str, str],
+    state: Mapping[str, Any] | None = None,
 ) -> float:
-    """Wall seconds of one sync from an empty state; raises what the sync raised."""
+    """Wall seconds of one sync from `state` (empty: a first sync); raises what the sync raised."""
     # What _run_locally sets before core_adapter.run: the logger reads LOG_LEVEL (None would crash it).
     constants.DEBUGGING = True
     Logging.LOG_LEVEL = Logging.Level.INFO
     project.mkdir(parents=True, exist_ok=True)
     connector = Connector(update=update, schema=schema)
     started = time.perf_counter()
-    core_adapter.run(connector, str(project), dict(configuration), {})
+    core_adapter.run(connector, str(project), dict(configuration), dict(state or {}))
     return time.perf_counter() - started

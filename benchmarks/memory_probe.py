@@ -30,32 +30,39 @@ class _DiscardingSink:
         return None
 
 
-def _child(url: str) -> None:
+def _child(url: str, sources: str) -> None:
     from syncflow import sync
 
     sink = _DiscardingSink()
-    sync(connector_configuration(url), sink)
+    sync(connector_configuration(url, sources=sources), sink, progress=False)
     for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith("VmHWM:"):
-            print(f"{sink.rows} {int(line.split()[1]) / 1024:.0f}")
+            print(f"{sink.rows} {int(line.split()[1]) * 1024}")
+
+
+def probe(scale: float, sources: str = "accelo,awardco", timeout: float = 1800) -> tuple[int, int, float]:
+    """(rows synced, syncflow's peak RSS in bytes, simulator start-up seconds) for one scale, zero latency."""
+    with SimProcess(SimOptions(scale=scale, latency=0.0, jitter=0.0)) as sim:
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.memory_probe", "--child", sim.url, "--sources", sources],
+            capture_output=True, text=True, timeout=timeout, check=True,
+        )  # fmt: skip
+    rows, peak = done.stdout.split()
+    return int(rows), int(peak), sim.started_in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory_probe")
     parser.add_argument("--scales", default="10,100", help="comma list of simulator scales")
+    parser.add_argument("--sources", default="accelo,awardco")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(args.child)
+        _child(args.child, args.sources)
         return 0
     for scale in (float(s) for s in args.scales.split(",")):
-        with SimProcess(SimOptions(scale=scale, latency=0.0, jitter=0.0)) as sim:
-            done = subprocess.run(
-                [sys.executable, "-m", "benchmarks.memory_probe", "--child", sim.url],
-                capture_output=True, text=True, timeout=900, check=True,
-            )  # fmt: skip
-        rows, peak = done.stdout.split()
-        print(f"scale {scale:g}: {int(rows):,} rows, syncflow peak RSS {peak} MiB")
+        rows, peak, _ = probe(scale, args.sources)
+        print(f"scale {scale:g}: {rows:,} rows, syncflow peak RSS {peak / 2**20:.0f} MiB")
     return 0
 
 

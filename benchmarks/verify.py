@@ -22,7 +22,7 @@ from syncflow.sources.awardco import USER
 # The benchmarks compare systems on the six tables every peer implements (not the whole catalogue).
 ACCELO_STREAMS = {name: RESOURCES[name] for name in STREAM_NAMES}
 
-__all__ = ["Verdict", "verify"]
+__all__ = ["Verdict", "truth_query", "verify"]
 
 
 @dataclass
@@ -61,6 +61,13 @@ def _tables() -> list[tuple[str, str, str, str | None]]:
     return out
 
 
+def truth_query(sources: str = "accelo,awardco") -> tuple[list[str], list[str]]:
+    """The tables and fields of `/_sim/ground_truth` that `verify` reads: keys and cursors of the compared tables."""
+    chosen = [t for t in _tables() if t[0] in sources.split(",")]
+    fields = sorted({key for *_, key, _ in chosen} | {cursor for *_, cursor in chosen if cursor})
+    return [f"{source}.{table}" for source, table, *_ in chosen], fields
+
+
 def verify(
     database: Path,
     layout: str,
@@ -76,7 +83,8 @@ def verify(
         for source, table, key, cursor in _tables():
             if source not in ground_truth:
                 continue  # a scenario that syncs one API only (the rate-limited one)
-            relation = f"tester_{source}.{table}" if layout == "sdk" else f"bench.{table}"
+            # sdk: the SDK runner's tester_<schema>; duckdb: syncflow.to_duckdb's own <source>.<table>; dlt: bench.
+            relation = {"sdk": f"tester_{source}.{table}", "duckdb": f"{source}.{table}"}.get(layout, f"bench.{table}")
             pk_col = _snake(key)
             columns = [pk_col] + ([_snake(cursor)] if check_cursor and cursor else [])
             try:

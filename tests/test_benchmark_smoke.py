@@ -1,8 +1,8 @@
-"""Keeps the benchmark suite (`benchmarks/`, `make bench`) working: tiny data, no latency, loopback only.
+"""Keeps the benchmark suite (`benchmarks/`, `make bench`) working: tiny data, loopback only.
 
 No timing assertions: timings belong to the benchmark (BENCHMARKS.md). This checks the machinery: the simulator
-starts and stops, each system runs in its own subprocess through the SDK runner, its output equals the simulator's
-ground truth, and the report and charts render.
+starts and stops, each of syncflow's three paths (and the SDK floor) runs in its own subprocess, its output equals
+the simulator's ground truth, a killed run resumes, and the report's ratios, tables and chart come out of them.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ pytest.importorskip("matplotlib", reason="the benchmark's charts need the 'bench
 # `benchmarks` lives at the repository root, next to `tests`; pytest only puts `tests` on the path.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._measure import RunResult, budget_used, run_system
+from benchmarks._measure import RunResult, budget_used, run_system, run_twice
 from benchmarks._sim import SimOptions, expected_pages, expected_rows
-from benchmarks.report import render
-from benchmarks.run import Plan, network_bound
+from benchmarks.report import ratios, render, to_duckdb_bound
+from benchmarks.run import PLANNING_ROUND_TRIPS, network_bound
 
 TINY = SimOptions(scale=0.1, latency=0.0, jitter=0.0)
 # One worker runs this module under `make test` (pytest-xdist): `results` (three SDK-runner subprocesses) is built once.
@@ -32,12 +32,13 @@ pytestmark = pytest.mark.xdist_group("benchmark_smoke")
 def results(tmp_path_factory: pytest.TempPathFactory) -> list[RunResult]:
     workdir = tmp_path_factory.mktemp("bench")
     return [
-        run_system("clean", system, TINY, workdir=workdir, timeout=60)
-        for system in ("syncflow", "sequential", "bare_upsert")
+        run_system("zero_latency", system, TINY, workdir=workdir, timeout=60)
+        # The connector's own worker run is in test_benchmark_tools; here the other two paths and the SDK floor.
+        for system in ("extract", "to_duckdb", "bare_upsert")
     ]
 
 
-def test_every_system_writes_exactly_the_ground_truth(results: list[RunResult]) -> None:
+def test_every_path_writes_exactly_the_ground_truth(results: list[RunResult]) -> None:
     total = sum(expected_rows(TINY.scale).values())
     for result in results:
         assert result.problems == [], (result.system, result.log)
@@ -49,24 +50,74 @@ def test_every_system_writes_exactly_the_ground_truth(results: list[RunResult]) 
 def test_requests_are_counted_from_the_simulator(results: list[RunResult]) -> None:
     by_system = {r.system: r for r in results}
     pages = sum(expected_pages(TINY.scale).values())
-    # The peers fetch at least every page (plus a token); the bare loop makes no API request at all.
-    assert by_system["sequential"].requests >= pages + 1
-    assert by_system["syncflow"].requests >= pages + 1
+    # syncflow's paths fetch at least every page (plus a token); the bare loop makes no API request at all.
+    for path in ("extract", "to_duckdb"):
+        assert by_system[path].requests >= pages + 1
+        assert by_system[path].cpu > 0
     assert by_system["bare_upsert"].requests == 0
     assert all(r.rate_limited == 0 for r in results)
 
 
-def test_report_and_charts_render(results: list[RunResult], tmp_path: Path) -> None:
-    markdown = render(results, Plan.quick(), quick=True, elapsed=1.0, charts=tmp_path, out=tmp_path / "B.md")
-    assert "## Targets" in markdown and "## Machine" in markdown
-    assert "syncflow" in markdown and "bare_upsert" in markdown
-    assert (tmp_path / "wall_time.png").stat().st_size > 0
+def test_a_killed_run_resumes_to_the_ground_truth_without_rereading(tmp_path: Path) -> None:
+    # Slow enough (2 in flight, 100 ms a page) that the kill lands midway through Accelo's 16 pages, and a
+    # checkpoint every 100 rows, so that what was written before the kill is in the saved state.
+    slow = SimOptions(scale=1.0, latency=0.1, jitter=0.0)
+    result = run_twice("scale_1m", "to_duckdb", slow, kill_after=None, kill_at_pages=0.6, sources="accelo",
+                       max_concurrency=2, checkpoint_every_rows=100, workdir=tmp_path, timeout=60)  # fmt: skip
+    assert result.problems == [], result.log
+    assert result.extra["first_killed_after"] is not None  # it really was killed, and then resumed
+    assert result.rows == result.expected_rows
+    assert result.extra["refetched"] == {}
+    # The second run costs less than a whole sync (the token, a count per table, every page): it resumed from what
+    # the first had committed rather than starting over.
+    pages = {t: n for t, n in expected_pages(1.0).items() if t.startswith("accelo.")}
+    assert result.requests < 1 + len(pages) + sum(pages.values())
+
+
+def test_report_ratios_and_chart_render(results: list[RunResult], tmp_path: Path) -> None:
+    info = {name: {"seconds": 1.0, "measured_at": "now", "quick": True, "plan": {}}
+            for name in ("zero_latency", "floor")}
+    floor = [_run("syncflow", 0, 0.15, 12.0, 11.0), _run("bare_upsert", 0, 0.15, 10.0, 10.0)]
+    markdown = render([*results, *floor], info, charts=tmp_path, out=tmp_path / "B.md")
+    assert "## Targets (issue 16)" in markdown and "## Machine" in markdown
+    assert "| fivetran debug / bare op.upsert floor, 150 ms (wall) | ≤ 1.1 | 1.20 |" in markdown
+    assert "| extract |" in markdown and "| to_duckdb |" in markdown and "| bare_upsert |" in markdown
+    assert (tmp_path / "ratios.png").stat().st_size > 0
+
+
+def _run(system: str, repeat: int, latency: float, wall: float, cpu: float) -> RunResult:
+    return RunResult("floor", system, 20.0, latency, 16, 100, rows=100, wall=wall, cpu=cpu, repeat=repeat, ok=True)
+
+
+def test_floor_ratio_is_the_median_of_interleaved_pairs() -> None:
+    runs = [
+        _run("syncflow", 0, 0.15, 12.0, 11.0), _run("bare_upsert", 0, 0.15, 10.0, 10.0),
+        _run("bare_upsert", 1, 0.15, 8.0, 8.0), _run("syncflow", 1, 0.15, 12.0, 12.0),
+        _run("syncflow", 2, 0.15, 11.0, 11.0), _run("bare_upsert", 2, 0.15, 10.0, 10.0),
+        _run("syncflow", 0, 0.0, 10.0, 10.0), _run("bare_upsert", 0, 0.0, 9.0, 9.0),
+    ]  # fmt: skip
+    found = {r.label: r for r in ratios(runs)}
+    at_150 = found["fivetran debug / bare op.upsert floor, 150 ms (wall)"]
+    assert at_150.value == pytest.approx(1.2)  # per pair 1.2, 1.5, 1.1: the median, not the mean or the best
+    assert at_150.met is False and "1.10-1.50" in at_150.detail
+    at_0 = found["fivetran debug rows/s / bare loop rows/s, 0 ms"]
+    assert at_0.value == pytest.approx(0.9) and at_0.met is False
+
+
+def test_extract_is_compared_with_the_faster_of_the_other_two_paths() -> None:
+    def path(system: str, wall: float) -> RunResult:
+        return RunResult("zero_latency", system, 20.0, 0.0, 16, 1000, rows=1000, wall=wall, ok=True)
+
+    found = {r.label: r for r in ratios([path("extract", 1.0), path("to_duckdb", 2.0), path("syncflow", 4.0)])}
+    fastest = found["extract rows/s / fastest other path, 0 ms"]
+    assert fastest.value == pytest.approx(2.0) and fastest.met is True
 
 
 def test_network_bound_is_the_slower_apis_pages_times_latency_over_concurrency() -> None:
     pages = expected_pages(1.0)
     accelo = sum(n for table, n in pages.items() if table.startswith("accelo."))
     assert network_bound(1.0, 0.15, 16) == pytest.approx(accelo * 0.15 / 16)
+    assert to_duckdb_bound(1.0, 0.15, 16) == pytest.approx(accelo * 0.15 / 16 + PLANNING_ROUND_TRIPS * 0.15)
 
 
 def test_budget_used_counts_full_windows_only() -> None:

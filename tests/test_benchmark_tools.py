@@ -65,3 +65,18 @@ def test_split_fetch_prototype_writes_exactly_the_ground_truth(tmp_path: Path) -
     assert result.rows == result.expected_rows
     measured = json.loads(Path(result.log).with_name("result.json").read_text(encoding="utf-8"))
     assert measured["children_cpu"] > 0  # the fetching happened in the child, and its CPU is reported apart
+
+
+def test_ground_truth_narrows_to_the_tables_and_fields_asked_for() -> None:
+    # A million-row check reads keys and cursors only: the whole records would be gigabytes of JSON.
+    from syncflow.sim import SimConfig, Simulator
+
+    sim = Simulator(SimConfig())
+    whole = sim.ground_truth()
+    narrow = sim.ground_truth(["accelo.invoices", "awardco.user"], ["id", "date_modified", "employeeId"])
+    assert set(narrow) == {"accelo", "awardco"} and set(narrow["accelo"]) == {"invoices"}
+    assert narrow["accelo"]["invoices"] == [
+        {"id": r["id"], "date_modified": r["date_modified"]} for r in whole["accelo"]["invoices"]
+    ]
+    assert narrow["awardco"]["user"] == [{"employeeId": r["employeeId"]} for r in whole["awardco"]["user"]]
+    assert set(sim.ground_truth(["accelo.staff"])) == {"accelo"}

@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl
@@ -24,7 +24,7 @@ import httpx
 
 from ..sources._accelo_catalog import RESOURCES
 from . import _accelo, _awardco
-from ._data import Table, Users, build_table, build_users
+from ._data import Record, Table, Users, build_table, build_users
 from ._faults import FaultDecision, FixedWindow, decide
 from ._model import ACCELO_ENTITIES, Mutation, Outage, SimConfig, SimStats
 from ._reply import Reply, json_reply
@@ -118,13 +118,30 @@ class Simulator:
         """An in-process httpx transport; a dropped connection surfaces as ``httpx.RemoteProtocolError``."""
         return SimTransport(self)
 
-    def ground_truth(self) -> dict[str, dict[str, list[dict[str, Any]]]]:
-        """The current records (after any mutation), all fields as the API returns them, sorted by key."""
+    def ground_truth(
+        self, tables: Collection[str] | None = None, fields: Collection[str] | None = None
+    ) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """The current records (after any mutation), all fields as the API returns them, sorted by key.
+
+        ``tables`` (``accelo.companies``, ``awardco.user``, ...) and ``fields`` narrow the answer: a benchmark of a
+        million rows checks keys and cursors only, and the whole records would be a JSON document of gigabytes."""
+
+        def rows(records: list[Record]) -> list[dict[str, Any]]:
+            if fields is None:
+                return [dict(r) for r in records]
+            return [{f: r[f] for f in fields if f in r} for r in records]
+
+        def wanted(source: str, table: str) -> bool:
+            return tables is None or f"{source}.{table}" in tables
+
         with self._lock:
-            return {
-                "accelo": {name: [dict(r) for r in table.records] for name, table in self._tables.items()},
-                "awardco": {"user": [dict(r) for r in self._users.records]},
+            truth: dict[str, dict[str, list[dict[str, Any]]]] = {
+                "accelo": {
+                    name: rows(table.records) for name, table in self._tables.items() if wanted("accelo", name)
+                },
+                "awardco": {"user": rows(self._users.records)} if wanted("awardco", "user") else {},
             }
+            return {source: found for source, found in truth.items() if found or tables is None}
 
     def stats(self) -> SimStats:
         with self._lock:
@@ -225,7 +242,7 @@ class Simulator:
         path: str = scope["path"]
         method: str = scope["method"]
         if path.startswith("/_sim/"):
-            await self._send(send, self._control(method, path), self._now())
+            await self._send(send, self._control(method, path, _params(scope)), self._now())
         elif path == _TOKEN_PATH:
             await self._token(scope, receive, send)
         elif path.startswith(_ACCELO_PREFIX) or path == _USERS_PATH:
@@ -275,12 +292,14 @@ class Simulator:
             now = self._now()
         await self._send(send, reply, now)
 
-    def _control(self, method: str, path: str) -> Reply:
+    def _control(self, method: str, path: str, params: Mapping[str, str]) -> Reply:
         # Out-of-band endpoints for an out-of-process benchmark; deliberately not counted in the statistics.
         if method == "GET" and path == "/_sim/stats":
             return json_reply(200, self.stats().as_json())
         if method == "GET" and path == "/_sim/ground_truth":
-            return json_reply(200, self.ground_truth())
+            # ?tables=accelo.companies,awardco.user&fields=id,date_modified narrow it (comma lists; default: all).
+            tables, fields = (params[k].split(",") if params.get(k) else None for k in ("tables", "fields"))
+            return json_reply(200, self.ground_truth(tables, fields))
         if method == "POST" and path == "/_sim/reset_stats":
             self.reset_stats()
             return json_reply(200, {"ok": True})
