@@ -59,9 +59,10 @@ def test_requests_are_counted_from_the_simulator(results: list[RunResult]) -> No
 
 
 def test_a_killed_run_resumes_to_the_ground_truth_without_rereading(tmp_path: Path) -> None:
-    # Slow enough (2 in flight, 100 ms a page) that the kill lands midway through Accelo's 16 pages, and a
-    # checkpoint every 100 rows, so that what was written before the kill is in the saved state.
-    slow = SimOptions(scale=1.0, latency=0.1, jitter=0.0)
+    # Slow enough (2 in flight, 300 ms a page) that the kill lands midway through Accelo's 16 pages, and a
+    # checkpoint every 100 rows, so that what was written before the kill is in the saved state. (At 100 ms a page
+    # the kill sometimes came before the sink's first commit, on a loaded machine: the rerun then started over.)
+    slow = SimOptions(scale=1.0, latency=0.3, jitter=0.0)
     result = run_twice("scale_1m", "to_duckdb", slow, kill_after=None, kill_at_pages=0.6, sources="accelo",
                        max_concurrency=2, checkpoint_every_rows=100, workdir=tmp_path, timeout=60)  # fmt: skip
     assert result.problems == [], result.log
