@@ -362,3 +362,29 @@ def test_the_fivetran_sink_sends_one_sdk_delete_per_key(monkeypatch: pytest.Monk
     monkeypatch.setattr(fivetran, "op", RecordingOperations)
     fivetran.FivetranSink().delete("accelo", "staff", [{"id": 3}, {"id": 9}])
     assert calls == [("staff", {"id": 3}, "accelo"), ("staff", {"id": 9}, "accelo")]
+
+
+def test_key_tracker_merges_a_large_first_read_as_it_goes_and_knows_every_key() -> None:
+    # A first sync of a big table sends hundreds of thousands of keys before any sweep: the producer-side mirror
+    # must not hold them all as a list (a million ints is ~36 MB), and must still know every one of them, exactly
+    # as the state the drain builds from the same patches does.
+    from syncflow._source import SourceReport
+    from syncflow.sources._accelo_catalog import accelo_resource
+    from syncflow.sources._reconcile import MERGE_AFTER_KEYS, KeyTracker
+
+    tracker = KeyTracker(accelo_resource("companies"), {}, SourceReport("accelo"))
+    document = StateDocument({})
+    ids = [i for i in range(1, 3 * MERGE_AFTER_KEYS) if i % 10]
+    # Four slices read side by side, a page at a time: ids arrive in interleaved ascending runs.
+    quarter = len(ids) // 4 + 1
+    slices = [ids[k * quarter:(k + 1) * quarter] for k in range(4)]
+    for start in range(0, quarter, 100):
+        for part in slices:
+            page = [{"id": i} for i in part[start:start + 100]]
+            document.apply("accelo.companies", tracker.ops_for(page))
+            assert len(tracker._unmerged) < MERGE_AFTER_KEYS
+    tracker.merge()
+    assert len(tracker.known) == len(ids)
+    assert tracker.known.difference(KeySet()) == ids
+    state = KeySet.from_json(document.stream("accelo.companies")["keys"], "keys")
+    assert tracker.known.difference(state) == [] and state.difference(tracker.known) == []

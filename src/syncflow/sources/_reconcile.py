@@ -51,6 +51,10 @@ class SweepBudget:
         return True
 
 
+#: Keys a `KeyTracker` holds unmerged before it merges them (bounds its memory at ~2 MB per stream).
+MERGE_AFTER_KEYS = 50_000
+
+
 class KeyTracker:
     """One stream's known keys and sweep, mirrored on the producer side as the patches it sends are applied in order
     by the drain: at a sweep's end `known - seen` here equals the state's."""
@@ -79,8 +83,10 @@ class KeyTracker:
             self.known, self.sweep, self.seen, self.swept = KeySet(), None, None, None
             self._reset = [(("keys",), None), (("sweep",), None), (("swept",), None)]
         self.repaired = 0
-        # Keys sent since the mirrors were last brought up to date: merged only when a sweep ends, so the common
-        # path (an incremental batch) costs a list extend, not a set insert per row.
+        # Keys sent since the mirrors were last brought up to date: merged when a sweep begins or ends, or once
+        # `MERGE_AFTER_KEYS` have piled up, so the common path (an incremental batch) costs a list extend, not a set
+        # insert per row, and a first sync of a million rows does not hold a million ints here (~36 bytes each in a
+        # list; the ranges of `KeySet` hold them in a few bytes).
         self._unmerged: list[Key] = []
         self._unmerged_seen: list[Key] = []
 
@@ -100,6 +106,9 @@ class KeyTracker:
         if self.seen is not None:
             self._unmerged_seen.extend(keys)
             ops.append((("sweep", "seen"), AddKeys(keys)))
+        if len(self._unmerged) + len(self._unmerged_seen) >= MERGE_AFTER_KEYS:
+            # Safe at any time: every key here has been sent in a patch already; merging only updates the mirror.
+            self.merge()
         return ops
 
     def merge(self) -> None:
