@@ -59,19 +59,19 @@ def test_requests_are_counted_from_the_simulator(results: list[RunResult]) -> No
 
 
 def test_a_killed_run_resumes_to_the_ground_truth_without_rereading(tmp_path: Path) -> None:
-    # Slow enough (2 in flight, 300 ms a page) that the kill lands midway through Accelo's 16 pages, and a
-    # checkpoint every 100 rows, so that what was written before the kill is in the saved state. (At 100 ms a page
-    # the kill sometimes came before the sink's first commit, on a loaded machine: the rerun then started over.)
-    slow = SimOptions(scale=1.0, latency=0.3, jitter=0.0)
-    result = run_twice("scale_1m", "to_duckdb", slow, kill_after=None, kill_at_pages=0.6, sources="accelo",
-                       max_concurrency=2, checkpoint_every_rows=100, workdir=tmp_path, timeout=60)  # fmt: skip
+    # Slow enough (2 in flight, 300 ms a page) that the kill lands about 3 s in, 70 % through Accelo's 32 pages, with
+    # a checkpoint every 100 rows, so that what was written before the kill is in the saved state. (Killed 1.5 s in,
+    # on a loaded machine the kill sometimes came before the sink's first commit: the rerun then started over.)
+    slow = SimOptions(scale=2.0, latency=0.3, jitter=0.0)
+    result = run_twice("scale_1m", "to_duckdb", slow, kill_after=None, kill_at_pages=0.7, sources="accelo",
+                       max_concurrency=2, checkpoint_every_rows=100, workdir=tmp_path, timeout=90)  # fmt: skip
     assert result.problems == [], result.log
     assert result.extra["first_killed_after"] is not None  # it really was killed, and then resumed
     assert result.rows == result.expected_rows
     assert result.extra["refetched"] == {}
     # The second run costs less than a whole sync (the token, a count per table, every page): it resumed from what
     # the first had committed rather than starting over.
-    pages = {t: n for t, n in expected_pages(1.0).items() if t.startswith("accelo.")}
+    pages = {t: n for t, n in expected_pages(2.0).items() if t.startswith("accelo.")}
     assert result.requests < 1 + len(pages) + sum(pages.values())
 
 
