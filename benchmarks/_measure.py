@@ -131,6 +131,21 @@ def budget_used(
     return at_boundary / (limit * full)
 
 
+def _new_result(
+    scenario: str, system: str, options: SimOptions, sources: str, max_concurrency: int, workdir: Path | None,
+    log: str,
+) -> tuple[Path, RunResult]:
+    """A fresh work directory for one measurement, and its result so far (the rows the chosen sources hold)."""
+    base = Path(tempfile.mkdtemp(prefix=f"bench-{scenario}-{system}-", dir=workdir))
+    tables = expected_rows(options.scale)
+    wanted = [t for t in tables if t.split(".")[0] in sources.split(",")]
+    result = RunResult(
+        scenario, system, options.scale, options.latency, max_concurrency, sum(tables[t] for t in wanted),
+        log=str(base / log),
+    )  # fmt: skip
+    return base, result
+
+
 def run_system(
     scenario: str,
     system: str,
@@ -144,13 +159,7 @@ def run_system(
     timeout: float = WORKER_TIMEOUT,
 ) -> RunResult:
     """A fresh simulator, one worker subprocess, then requests/429s from /_sim/stats and a ground-truth check."""
-    base = Path(tempfile.mkdtemp(prefix=f"bench-{scenario}-{system}-", dir=workdir))
-    tables = expected_rows(options.scale)
-    wanted = [t for t in tables if t.split(".")[0] in sources.split(",")]
-    result = RunResult(
-        scenario, system, options.scale, options.latency, max_concurrency, sum(tables[t] for t in wanted),
-        log=str(base / "worker.log"),
-    )  # fmt: skip
+    base, result = _new_result(scenario, system, options, sources, max_concurrency, workdir, "worker.log")
     result_file = base / "result.json"
     with SimProcess(options) as sim:
         result.extra["sim_start_seconds"] = sim.started_in
@@ -255,13 +264,7 @@ def run_twice(
     requests per stream of each run, the streams complete when the first run ended, and those the second run read
     again (more than one page and a count: a refetch). The ground truth is checked after the second run."""
     assert system in ("syncflow", "to_duckdb"), "only syncflow's resumable paths"
-    base = Path(tempfile.mkdtemp(prefix=f"bench-{scenario}-{system}-", dir=workdir))
-    tables = expected_rows(options.scale)
-    wanted = [t for t in tables if t.split(".")[0] in sources.split(",")]
-    result = RunResult(
-        scenario, system, options.scale, options.latency, max_concurrency, sum(tables[t] for t in wanted),
-        log=str(base / "worker-2.log"),
-    )  # fmt: skip
+    base, result = _new_result(scenario, system, options, sources, max_concurrency, workdir, "worker-2.log")
     argv = [
         "--system", system, "--workdir", str(base), "--max-concurrency", str(max_concurrency), "--sources", sources,
         "--checkpoint-every-rows", str(checkpoint_every_rows),
