@@ -60,9 +60,9 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 # make bench: every side-by-side scenario (floor, clean, rate_limited, requests, scale10, zero_latency,
-# concurrency), ~15 min on 2 idle vCPUs (estimated: its quick form took 6 min on a busy machine), then BENCHMARKS.md; scale_1m's figures are kept from results.json.
-# make bench-scale: the million-row scenario alone (both paths, a kill and resume each, memory), about
-# an hour (52 min measured on a busy 2-vCPU machine, its fivetran debug run cut off at 15 min); make bench-quick: small data through every scenario, a few minutes, into build/ (not committed).
+# concurrency), 12 min measured on 2 idle vCPUs, then BENCHMARKS.md; scale_1m's figures are kept from results.json.
+# make bench-scale: the million-row scenario alone (both paths, a kill and resume each, memory), 30 min measured
+# on 2 idle vCPUs; make bench-quick: small data through every scenario, a few minutes, into build/ (not committed).
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.run --keep benchmarks/results.json --out BENCHMARKS.md
 
