@@ -15,10 +15,14 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from syncflow.sim import ACCELO_CLIENT_ID, ACCELO_CLIENT_SECRET, AWARDCO_API_KEY
 from syncflow.sim._model import DEFAULT_ACCELO_COUNTS
 from syncflow.sources._accelo_catalog import STREAM_NAMES
 
-__all__ = ["SimOptions", "SimProcess", "StatsPoller", "expected_pages", "expected_rows"]
+__all__ = [
+    "IN_PROCESS_URL", "SimOptions", "SimProcess", "StatsPoller", "expected_pages", "expected_rows",
+    "in_process_configuration",
+]  # fmt: skip
 
 PAGE_SIZE = 100  # both APIs' maximum page size; every system here asks for it
 AWARDCO_USERS_AT_SCALE_1 = 250
@@ -43,6 +47,21 @@ class SimOptions:
             "--accelo-rate-limit", str(self.accelo_rate_limit), "--awardco-rate-limit", str(self.awardco_rate_limit),
             "--rate-window", str(self.rate_window),
         ]  # fmt: skip
+
+
+# Loopback, as the tests configure it (plain http is refused for any other host); with an in-process transport
+# (`Simulator.transport()`) nothing is ever sent there.
+IN_PROCESS_URL = "http://127.0.0.1:9"
+
+
+def in_process_configuration(**overrides: str) -> dict[str, str]:
+    """A configuration (all strings) for both sources, for a sync given an in-process simulator's transport."""
+    return {
+        "accelo_deployment": "syncflow-sim", "accelo_client_id": ACCELO_CLIENT_ID,
+        "accelo_client_secret": ACCELO_CLIENT_SECRET, "accelo_base_url": IN_PROCESS_URL,
+        "awardco_api_key": AWARDCO_API_KEY, "awardco_base_url": IN_PROCESS_URL,
+        **overrides,
+    }  # fmt: skip
 
 
 def expected_rows(scale: float) -> dict[str, int]:

@@ -26,14 +26,13 @@ from typing import Any
 from syncflow import Settings
 from syncflow._state import StateDocument
 from syncflow._sync import run_sync
-from syncflow.sim import ACCELO_CLIENT_ID, ACCELO_CLIENT_SECRET, AWARDCO_API_KEY, Mutation, SimConfig, Simulator
+from syncflow.sim import Mutation, SimConfig, Simulator
 from syncflow.sim._model import SimStats
 from syncflow.sources import ACCELO_STREAMS, AWARDCO_STREAMS
 from syncflow.sources._accelo_catalog import STREAM_NAMES
 
-# Loopback, as the tests configure it (plain http is refused for any other host); the in-process transport means
-# nothing is ever sent there.
-SIM_URL = "http://127.0.0.1:9"
+from ._sim import in_process_configuration
+
 CLASSIC = ",".join((*(f"accelo.{name}" for name in STREAM_NAMES), "awardco.user"))
 SELECTIONS = {"classic": CLASSIC, "catalogue": ""}
 RECONCILE_DUE_AFTER = 25 * 3600  # past the default reconcile_every_hours (24)
@@ -111,16 +110,7 @@ def measure(
         simulator.apply_mutation(Mutation(1, "accelo", "companies", modify=50))
         offset[0] += 2
     settings = Settings.from_mapping(
-        {
-            "streams": selection,
-            "accelo_deployment": "syncflow-sim",
-            "accelo_client_id": ACCELO_CLIENT_ID,
-            "accelo_client_secret": ACCELO_CLIENT_SECRET,
-            "accelo_base_url": SIM_URL,
-            "awardco_api_key": AWARDCO_API_KEY,
-            "awardco_base_url": SIM_URL,
-            "accelo_lookback_seconds": str(lookback),
-        }
+        in_process_configuration(streams=selection, accelo_lookback_seconds=str(lookback))
     )
     state = StateDocument()
     result = run_sync(settings, _DiscardingSink(), state, transport=simulator.transport())
