@@ -23,21 +23,21 @@ from pathlib import Path
 
 import pytest
 
-from support.crash import FIVETRAN, make_project, read_state, read_warehouse, run_debug, seeded_kill_points, truth_table
-from support.sim import CLASSIC_STREAMS
+from support.crash import (
+    FIVETRAN,
+    TRIAL_CONFIGURATION,
+    make_project,
+    read_state,
+    read_warehouse,
+    run_debug,
+    seeded_kill_points,
+    truth_table,
+)
 from syncflow._state import StateDocument
 
 CHECKPOINT_EVERY_ROWS = 250
 PAGE_ROWS = 100
-CONFIGURATION = {
-    "use_mock": "true",
-    "streams": ",".join(CLASSIC_STREAMS),  # the tables these trials were sized for (the catalogue has its own tests)
-    "mock_seed": "11",
-    "mock_scale": "2",
-    "mock_latency_seconds": "0.02",
-    "checkpoint_every_rows": str(CHECKPOINT_EVERY_ROWS),
-    "max_concurrency": "4",
-}
+CONFIGURATION = {**TRIAL_CONFIGURATION, "checkpoint_every_rows": str(CHECKPOINT_EVERY_ROWS)}
 FULL_REFRESH = {"accelo.staff"}
 
 pytestmark = pytest.mark.skipif(not FIVETRAN.exists(), reason="the fivetran CLI is not installed next to python")

@@ -15,20 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from support.crash import FIVETRAN, make_project, read_state, read_warehouse, run_debug, truth_table
-from support.sim import CLASSIC_STREAMS
+from support.crash import (
+    FIVETRAN,
+    TRIAL_CONFIGURATION,
+    make_project,
+    read_state,
+    read_warehouse,
+    run_debug,
+    truth_table,
+)
 from syncflow._state import StateDocument
 
-CONFIGURATION = {
-    "use_mock": "true",
-    "streams": ",".join(CLASSIC_STREAMS),  # the tables these trials were sized for (the catalogue has its own tests)
-    "mock_seed": "11",
-    "mock_scale": "2",
-    "mock_latency_seconds": "0.02",
-    "checkpoint_every_rows": "250",
-    "max_concurrency": "4",
-    "reconcile_every_hours": "0",
-}
+CONFIGURATION = {**TRIAL_CONFIGURATION, "reconcile_every_hours": "0"}
 
 pytestmark = pytest.mark.skipif(not FIVETRAN.exists(), reason="the fivetran CLI is not installed next to python")
 

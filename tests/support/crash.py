@@ -23,7 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from support.sim import CLASSIC_STREAMS
+
 REPO = Path(__file__).resolve().parents[2]
+# The embedded simulator's configuration the crash trials were sized for: the classic tables (the catalogue has its
+# own tests), small and a little slow, so that kills land between checkpoints. Trials override what they vary.
+TRIAL_CONFIGURATION = {
+    "use_mock": "true",
+    "streams": ",".join(CLASSIC_STREAMS),
+    "mock_seed": "11",
+    "mock_scale": "2",
+    "mock_latency_seconds": "0.02",
+    "checkpoint_every_rows": "250",
+    "max_concurrency": "4",
+}
 FIVETRAN = Path(sys.executable).parent / "fivetran"
 
 _PIPREQS_STUB = """#!/bin/sh
