@@ -186,6 +186,9 @@ def run_system(
         result.wall = measured["wall"]
         result.cpu = measured.get("cpu", 0.0)
         result.peak_rss = measured["peak_rss"]
+        for figure in ("table_writes", "table_write_cpu"):  # the SDK paths only
+            if figure in measured:
+                result.extra[figure] = measured[figure]
         truth = sim.ground_truth(*truth_query(sources))
     truth = {source: tables_ for source, tables_ in truth.items() if source in sources.split(",")}
     verdict = verify(Path(measured["database"]), measured["layout"], truth, check_cursor=system in SYNCFLOW_PATHS)

@@ -9,7 +9,8 @@ calls `update()` and writes `<project>/files/warehouse.db` (DuckDB) plus the sta
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from fivetran_connector_sdk_cli import core_adapter
 from fivetran_connector_sdk_common import constants
 from fivetran_connector_sdk_common.logger import Logging
 
-__all__ = ["run_in_sdk_runner", "state_path", "warehouse_path"]
+__all__ = ["TableWrites", "count_table_writes", "run_in_sdk_runner", "state_path", "warehouse_path"]
 
 UpdateFn = Callable[[Mapping[str, Any], Mapping[str, Any]], Any]
 SchemaFn = Callable[[Mapping[str, Any]], list[dict[str, Any]]]
@@ -31,6 +32,43 @@ def warehouse_path(project: Path) -> Path:
 def state_path(project: Path) -> Path:
     """Where the runner saves the state after each checkpoint (`fivetran debug` resumes from it)."""
     return project / "files" / "state.json"
+
+
+class TableWrites:
+    """How often the local runner wrote a table (one per table with rows waiting, at each checkpoint's flush), and
+    the writing thread's CPU seconds in those writes: the part of a checkpoint that grows with how many tables a
+    sync keeps busy at once, not with its rows."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.cpu = 0.0
+
+
+@contextmanager
+def count_table_writes() -> Iterator[TableWrites]:
+    """Count the runner's table writes while inside (measurement only: it wraps `_Sync._write` of the installed
+    runner, and counts nothing if that SDK version has no such method)."""
+    from fivetran_connector_sdk_core import runner
+
+    counted = TableWrites()
+    original = getattr(runner._Sync, "_write", None)
+    if original is None:
+        yield counted
+        return
+
+    def write(self: Any, table: Any) -> Any:
+        started = time.thread_time()
+        try:
+            return original(self, table)
+        finally:
+            counted.writes += 1
+            counted.cpu += time.thread_time() - started
+
+    runner._Sync._write = write
+    try:
+        yield counted
+    finally:
+        runner._Sync._write = original
 
 
 def run_in_sdk_runner(

@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"latency {latency * 1000:.0f} ms, {system:<11} wall {measured['wall']:6.2f} s, "
                     f"cpu {measured['cpu']:6.2f} s (+ child {measured.get('children_cpu', 0.0):.2f} s), "
                     f"{measured['voluntary_switches']:6d} voluntary switches, "
+                    f"{measured.get('table_writes', 0)} table writes ({measured.get('table_write_cpu', 0.0):.2f} s), "
                     f"{result.rows} rows, {'ok' if result.ok else 'MISMATCH ' + '; '.join(result.problems)}; "
                     "CPU s by thread: "
                     + ", ".join(f"{name} {s:.2f}" for name, s in sorted(measured.get("thread_cpu", {}).items())),

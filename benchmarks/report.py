@@ -116,6 +116,12 @@ def _spread(values: Sequence[float], fmt: str = "{:.2f}") -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
 
 
+def _writes(result: RunResult) -> str:
+    if "table_writes" not in result.extra:
+        return "-"
+    return f"{result.extra['table_writes']} ({result.extra.get('table_write_cpu', 0.0):.2f})"
+
+
 def _floor_pairs(results: Sequence[RunResult], latency: float) -> list[tuple[RunResult, RunResult]]:
     """(syncflow, bare_upsert) per repeat of the floor scenario at `latency`, both runs correct."""
     runs = [r for r in results if r.scenario == "floor" and r.latency == latency and r.ok and r.wall]
@@ -378,17 +384,20 @@ def render(
             "",
             f"{floor[0].expected_rows:,} rows; each repeat runs syncflow and the bare loop (the same rows, typed "
             "before the runner starts, through the same runner and schema) back to back, alternating which goes first. "
-            "Start-up is outside both clocks. CPU = the worker's `getrusage` (every thread) around the sync.",
+            "Start-up is outside both clocks. CPU = the worker's `getrusage` (every thread) around the sync. "
+            "*Table writes* = the runner's writes of a table at a checkpoint (one per table with rows waiting), "
+            "and the CPU seconds they took: a sync that keeps several tables busy at once pays this per table.",
             "",
             "| latency | repeat | syncflow s | bare s | wall ratio | syncflow CPU s | bare CPU s | CPU ratio | "
-            "both equal ground truth |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "table writes (CPU s), syncflow / bare | both equal ground truth |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for latency in sorted({r.latency for r in floor}, reverse=True):
             for s, b in _floor_pairs(results, latency):
                 lines.append(
                     f"| {latency * 1000:.0f} ms | {s.repeat + 1} | {s.wall:.2f} | {b.wall:.2f} | {s.wall / b.wall:.2f} "
-                    f"| {s.cpu:.2f} | {b.cpu:.2f} | {s.cpu / b.cpu if b.cpu else 0:.2f} | yes |"
+                    f"| {s.cpu:.2f} | {b.cpu:.2f} | {s.cpu / b.cpu if b.cpu else 0:.2f} | {_writes(s)} / {_writes(b)} "
+                    "| yes |"
                 )
         bad = [r for r in floor if not r.ok]
         lines += [*(f"- {r.system} repeat {r.repeat + 1}: NO: {'; '.join(r.problems)}" for r in bad), ""]

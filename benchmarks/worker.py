@@ -204,7 +204,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     from syncflow.fivetran import schema, update
 
     from . import peers
-    from ._sdk import run_in_sdk_runner, state_path, warehouse_path
+    from ._sdk import count_table_writes, run_in_sdk_runner, state_path, warehouse_path
 
     project = workdir / "project"
     if args.system == "syncflow":
@@ -227,9 +227,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     saved = state_path(project)
     state = json.loads(saved.read_text(encoding="utf-8")) if saved.exists() else {}
     box: list[float] = []
-    measured = _timed(lambda: box.append(run_in_sdk_runner(fn, schema, project, configuration, state)))
+    with count_table_writes() as writes:
+        measured = _timed(lambda: box.append(run_in_sdk_runner(fn, schema, project, configuration, state)))
     # The runner's own clock (around core_adapter.run only) is the wall figure, as before.
-    return {**measured, "wall": box[0], "database": str(warehouse_path(project)), "layout": "sdk"}
+    return {**measured, "wall": box[0], "database": str(warehouse_path(project)), "layout": "sdk",
+            "table_writes": writes.writes, "table_write_cpu": writes.cpu}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
