@@ -15,6 +15,7 @@ from syncflow import HTTPStatusError, Settings, StreamsFailed
 from syncflow._state import StateDocument
 from syncflow._sync import run_sync
 from syncflow.sim import Faults, Mutation, Simulator
+from syncflow.sources.accelo import SLICES_PER_SLOT
 
 
 def test_full_sync_equals_ground_truth_for_all_seven_tables(make_sim: Any) -> None:
@@ -40,11 +41,37 @@ def test_requests_stay_within_a_few_per_stream_of_the_pages_needed(make_sim: Any
         made = stats.by_endpoint.get(f"GET /api/v0/{entity}", 0) + stats.by_endpoint.get(
             f"GET /api/v0/{entity}/count", 0
         )
-        # count + pages + at most one request per slice to learn that it ended (max_concurrency 8 slices)
-        assert made <= pages + 1 + 8, (entity, made, pages)
+        # count + pages + at most one request per slice to learn that it ended (max_concurrency 8: 8 x
+        # SLICES_PER_SLOT slices at most)
+        assert made <= pages + 1 + 8 * SLICES_PER_SLOT, (entity, made, pages)
     users_pages = -(-len(truth["awardco"]["user"]) // 100)
     assert stats.by_endpoint["GET /api/users"] == users_pages
     assert stats.token_requests == 1
+
+
+def test_more_slices_than_request_slots_read_every_page_once_within_the_cap(make_sim: Any) -> None:
+    # One large table cut into more slices than there are request slots (SLICES_PER_SLOT per slot), so slices
+    # queue for the gate: every row once, no page asked twice, never more in flight than max_concurrency.
+    counts = {"companies": 4000, "invoices": 0, "payments": 0, "prospects": 0, "jobs": 0, "staff": 0}
+    sim = make_sim(seed=21, latency=0.002, jitter=0.002, accelo_counts=counts, awardco_users=0)
+    sink = RecordingSink()
+    _, state = sync_once(sim, sink, checkpoint_every_rows="300", max_concurrency="4")
+    assert_matches_truth(sink, sim)
+    assert assert_checkpoints_safe(sink, sim) > 5
+    slices = max(
+        len(checkpoint["streams"].get("accelo.companies", {}).get("run", {}).get("slices") or {})
+        for checkpoint in sink.checkpoints
+    )
+    assert slices == 4 * SLICES_PER_SLOT > 4, "more slices than request slots"
+    upserts = [entry for kind, entry in sink.log if kind == "upsert"]
+    upserted = [key for stream, key in upserts if stream == "accelo.companies"]
+    assert len(upserted) == len(set(upserted)) == 4000, "no row (so no page) delivered twice"
+    stats = sim.stats()
+    # 40 pages, the count, and the empty page that ends the last slice (it has no upper bound and its last page is
+    # full); the ids are dense, so every other slice's last page reaches the next slice's start and ends it.
+    assert stats.by_endpoint["GET /api/v0/companies"] + stats.by_endpoint["GET /api/v0/companies/count"] == 42
+    assert stats.peak_in_flight_by_api["accelo"] <= 4
+    assert "run" not in state.as_dict()["streams"]["accelo.companies"]
 
 
 def test_tiny_tables_cost_one_or_two_requests(make_sim: Any) -> None:
@@ -140,8 +167,9 @@ def test_a_slow_drain_bounds_what_is_fetched_ahead(make_sim: Any) -> None:
     sink = SlowSink()
     sync_once(sim, sink, streams=["accelo.companies"], queue_pages="2", max_concurrency="4")
     assert_matches_truth(sink, sim, streams=["accelo.companies"])
-    # queue (2) + one batch being handed over + pages in flight (4) + slices' first pages held by the planner (4)
-    assert max(fetched_ahead) <= 2 + 1 + 4 + 4, max(fetched_ahead)
+    # queue (2) + one batch being handed over + pages in flight (4) + slices' first pages held by the planner
+    # (4 x SLICES_PER_SLOT)
+    assert max(fetched_ahead) <= 2 + 1 + 4 + 4 * SLICES_PER_SLOT, max(fetched_ahead)
 
 
 @pytest.mark.parametrize("fault", ["500", "502", "503", "504", "429", "drop", "malformed", "html", "slow"])

@@ -88,6 +88,10 @@ def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit this. asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP,
+        # and this one's is 0: without it, Nagle holds each response's body (uvicorn writes the head, then the
+        # body) until the client's delayed ACK of the head, ~40 ms on top of every configured latency.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(1024)
     except OSError:
