@@ -116,6 +116,50 @@ def test_a_stable_set_with_total_costs_one_pass(make_sim: MakeSim) -> None:
     assert sim.stats().by_endpoint["GET /api/users"] == 13
 
 
+def _suspect_pages_from_lists(pages: dict[int, list[str]]) -> list[int]:
+    # What a round's suspect pages were when it kept every page's ids as a list (the definition).
+    where: dict[str, list[int]] = {}
+    for page, ids in pages.items():
+        for key in ids:
+            where.setdefault(key, []).append(page)
+    suspect: set[int] = set()
+    for on in where.values():
+        if len(on) > 1:
+            suspect.update(range(min(on), max(on) + 1))
+    return sorted(suspect)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    reads=st.lists(
+        st.tuples(st.integers(min_value=1, max_value=12),
+                  st.lists(st.from_regex(r"E0{0,2}[0-9]{1,2}|x[a-c]", fullmatch=True), max_size=8)),
+        max_size=12,
+    ),  # fmt: skip
+    ascending=st.booleans(),
+)
+def test_a_rounds_suspect_pages_are_the_spans_of_every_user_it_returned_twice(
+    reads: list[tuple[int, list[str]]], ascending: bool
+) -> None:
+    # A round keeps its pages' ids as compact key sets and finds the suspect pages as users repeat; that must give
+    # exactly the pages the full lists of ids gave (re-reading fewer would miss users a moving order hid), whether
+    # pages are delivered in order (as they are) or not, and with a user repeated on one page.
+    from syncflow.sources.awardco import _Round
+
+    if ascending:
+        reads = sorted(reads, key=lambda read: read[0])
+    seen = _Round(1, full=True, from_start=True)
+    lists: dict[int, list[str]] = {}
+    for page, ids in reads:
+        for key in ids:
+            seen.record(page, key)
+            lists.setdefault(page, []).append(key)
+    assert seen.suspect_pages() == _suspect_pages_from_lists(lists)
+    assert seen.duplicates == bool(_suspect_pages_from_lists(lists))
+    assert seen.returned == sum(map(len, lists.values()))
+    assert {page: set(ids) for page, ids in seen.pages.items()} == {page: set(ids) for page, ids in lists.items()}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Sweeps
 
