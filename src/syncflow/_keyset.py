@@ -46,11 +46,15 @@ class IntRanges:
     more) turns this set's bounds into lists of Python ints (`_widen`), which hold any integer.
     """
 
-    __slots__ = ("_hi", "_lo")
+    __slots__ = ("_hi", "_hint", "_lo")
 
     def __init__(self) -> None:
         self._lo: array[int] | list[int] = array("q")
         self._hi: array[int] | list[int] = array("q")
+        # The range the last `add` touched: a page's ids arrive as an ascending run, so the next id almost always
+        # lands there or just after it. Checked before use (any index is safe); saves the binary search, which on
+        # an array makes an int object per probe.
+        self._hint = 0
 
     def __repr__(self) -> str:
         return f"IntRanges(ranges={len(self._lo)}, size={len(self)})"
@@ -99,21 +103,30 @@ class IntRanges:
                 lo.append(value)
                 hi.append(value)
             return
-        index = bisect.bisect_right(lo, value) - 1
+        hint, count = self._hint, len(lo)
+        if hint < count and lo[hint] <= value and (hint + 1 == count or value < lo[hint + 1]):
+            index = hint  # the range starting at or before `value` with the next one starting after it
+        else:
+            index = bisect.bisect_right(lo, value) - 1
         if index >= 0 and value <= hi[index]:
+            self._hint = index
             return
         joins_left = index >= 0 and hi[index] == value - 1
-        joins_right = index + 1 < len(lo) and lo[index + 1] == value + 1
+        joins_right = index + 1 < count and lo[index + 1] == value + 1
         if joins_left and joins_right:
             hi[index] = hi[index + 1]
             del lo[index + 1], hi[index + 1]
+            self._hint = index
         elif joins_left:
             hi[index] = value
+            self._hint = index
         elif joins_right:
             lo[index + 1] = value
+            self._hint = index + 1
         else:
             lo.insert(index + 1, value)
             hi.insert(index + 1, value)
+            self._hint = index + 1
 
     def discard(self, value: int) -> None:
         # Every bound stored here lies within an existing range: it fits wherever the range's bounds fit.
