@@ -61,7 +61,7 @@ _INT64 = 2**63
             st.integers(min_value=-_INT64 - 40, max_value=-_INT64 + 40),
         )),
         max_size=300,
-    ),  # fmt: skip
+    ),
 )
 def test_int_ranges_in_64_bit_arrays_behave_as_a_set_of_any_integers(ops: list[tuple[bool, int]]) -> None:
     # The bounds live in arrays of 64-bit ints (compact); an id beyond 64 bits must still be kept exactly (the set
@@ -87,9 +87,8 @@ def test_int_ranges_in_64_bit_arrays_behave_as_a_set_of_any_integers(ops: list[t
 def test_a_key_set_checkpointed_before_the_compact_arrays_resumes_unchanged() -> None:
     # Written by the syncflow before IntRanges kept its bounds in arrays (ints beyond 64 bits included): the format
     # did not change, so an older state.json reads back the same keys, and writes back the same text.
-    saved = {"i": "-~fLB6I}oVg3LNWsh_|%Rzq57a*kjiV?Y1",
-             "s": [["E", 4, [1, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 29, 31, 34, 36, 39, 41, 44, 46, 49, 51, 54, 56, 59]]],
-             "v": ["zed"]}  # fmt: skip
+    flat = [1, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 29, 31, 34, 36, 39, 41, 44, 46, 49, 51, 54, 56, 59]
+    saved = {"i": "-~fLB6I}oVg3LNWsh_|%Rzq57a*kjiV?Y1", "s": [["E", 4, flat]], "v": ["zed"]}
     keys = KeySet.from_json(saved, "test")
     expected = {*(i for i in range(1, 400) if i % 7), *(f"E{i:04d}" for i in range(1, 60) if i % 5), "zed",
                 2**70, 2**70 + 1, -5}  # fmt: skip
@@ -183,7 +182,7 @@ def _suspect_pages_from_lists(pages: dict[int, list[str]]) -> list[int]:
         st.tuples(st.integers(min_value=1, max_value=12),
                   st.lists(st.from_regex(r"E0{0,2}[0-9]{1,2}|x[a-c]", fullmatch=True), max_size=8)),
         max_size=12,
-    ),  # fmt: skip
+    ),
     ascending=st.booleans(),
 )
 def test_a_rounds_suspect_pages_are_the_spans_of_every_user_it_returned_twice(
