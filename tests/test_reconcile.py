@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from support.helpers import durable_sink
 from support.sim import RecordingSink, assert_matches_truth, sync_once, truth_keys
 from syncflow._exceptions import StateError
-from syncflow._keyset import KeySet
+from syncflow._keyset import IntRanges, KeySet
 from syncflow._state import AddKeys, RemoveKeys, StateDocument
 from syncflow.sim import Mutation, Simulator
 
@@ -47,6 +47,53 @@ def test_key_sets_round_trip_and_subtract_exactly(ints: list[int], strings: list
     assert back == keys and set(back) == expected
     seen = KeySet([*ints[::2], *strings[::3]])
     assert set(keys.difference(seen)) == expected - set(ints[::2]) - set(strings[::3])
+
+
+_INT64 = 2**63
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.booleans(), st.one_of(
+            st.integers(min_value=-50, max_value=400),
+            st.integers(min_value=_INT64 - 40, max_value=_INT64 + 40),  # across the 64-bit edge
+            st.integers(min_value=-_INT64 - 40, max_value=-_INT64 + 40),
+        )),
+        max_size=300,
+    ),
+)
+def test_int_ranges_in_64_bit_arrays_behave_as_a_set_of_any_integers(ops: list[tuple[bool, int]]) -> None:
+    # The bounds live in arrays of 64-bit ints (compact); an id beyond 64 bits must still be kept exactly (the set
+    # falls back to Python ints), survive a checkpoint, and subtract exactly: a lost key is a delete never sent.
+    ranges, model = IntRanges(), set[int]()
+    for adding, value in ops:
+        if adding:
+            ranges.add(value)
+            model.add(value)
+        else:
+            ranges.discard(value)
+            model.discard(value)
+    assert list(ranges) == sorted(model) and len(ranges) == len(model)
+    assert all(value in ranges for value in model) and _INT64 * 4 not in ranges
+    back = IntRanges.decode(json.loads(json.dumps(ranges.encode())))
+    assert back == ranges and list(back) == sorted(model)
+    other = IntRanges()
+    for value in sorted(model)[::3]:
+        other.add(value)
+    assert list(ranges.difference(other)) == sorted(model - set(sorted(model)[::3]))
+
+
+def test_a_key_set_checkpointed_before_the_compact_arrays_resumes_unchanged() -> None:
+    # Written by the syncflow before IntRanges kept its bounds in arrays (ints beyond 64 bits included): the format
+    # did not change, so an older state.json reads back the same keys, and writes back the same text.
+    flat = [1, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 29, 31, 34, 36, 39, 41, 44, 46, 49, 51, 54, 56, 59]
+    saved = {"i": "-~fLB6I}oVg3LNWsh_|%Rzq57a*kjiV?Y1", "s": [["E", 4, flat]], "v": ["zed"]}
+    keys = KeySet.from_json(saved, "test")
+    expected = {*(i for i in range(1, 400) if i % 7), *(f"E{i:04d}" for i in range(1, 60) if i % 5), "zed",
+                2**70, 2**70 + 1, -5}  # fmt: skip
+    assert set(keys) == expected
+    assert keys.to_json() == saved
 
 
 def test_a_large_dense_key_set_is_packed_small() -> None:
@@ -114,6 +161,50 @@ def test_a_stable_set_with_total_costs_one_pass(make_sim: MakeSim) -> None:
     sim = make_sim(awardco_users=1234)
     sync_once(sim, RecordingSink(), streams=["awardco.user"])
     assert sim.stats().by_endpoint["GET /api/users"] == 13
+
+
+def _suspect_pages_from_lists(pages: dict[int, list[str]]) -> list[int]:
+    # What a round's suspect pages were when it kept every page's ids as a list (the definition).
+    where: dict[str, list[int]] = {}
+    for page, ids in pages.items():
+        for key in ids:
+            where.setdefault(key, []).append(page)
+    suspect: set[int] = set()
+    for on in where.values():
+        if len(on) > 1:
+            suspect.update(range(min(on), max(on) + 1))
+    return sorted(suspect)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    reads=st.lists(
+        st.tuples(st.integers(min_value=1, max_value=12),
+                  st.lists(st.from_regex(r"E0{0,2}[0-9]{1,2}|x[a-c]", fullmatch=True), max_size=8)),
+        max_size=12,
+    ),
+    ascending=st.booleans(),
+)
+def test_a_rounds_suspect_pages_are_the_spans_of_every_user_it_returned_twice(
+    reads: list[tuple[int, list[str]]], ascending: bool
+) -> None:
+    # A round keeps its pages' ids as compact key sets and finds the suspect pages as users repeat; that must give
+    # exactly the pages the full lists of ids gave (re-reading fewer would miss users a moving order hid), whether
+    # pages are delivered in order (as they are) or not, and with a user repeated on one page.
+    from syncflow.sources.awardco import _Round
+
+    if ascending:
+        reads = sorted(reads, key=lambda read: read[0])
+    seen = _Round(1, full=True, from_start=True)
+    lists: dict[int, list[str]] = {}
+    for page, ids in reads:
+        for key in ids:
+            seen.record(page, key)
+            lists.setdefault(page, []).append(key)
+    assert seen.suspect_pages() == _suspect_pages_from_lists(lists)
+    assert seen.duplicates == bool(_suspect_pages_from_lists(lists))
+    assert seen.returned == sum(map(len, lists.values()))
+    assert {page: set(ids) for page, ids in seen.pages.items()} == {page: set(ids) for page, ids in lists.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import base64
 import bisect
 import lzma
 import re
+from array import array
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -37,13 +38,23 @@ _TRAILING_DIGITS = re.compile(r"^(.*?)(\d+)$", re.DOTALL)
 
 
 class IntRanges:
-    """A set of integers as sorted, disjoint, non-adjacent inclusive ranges."""
+    """A set of integers as sorted, disjoint, non-adjacent inclusive ranges.
 
-    __slots__ = ("_hi", "_lo")
+    The bounds are kept in two arrays of 64-bit integers (8 bytes a bound; a list of Python ints costs ~36): a first
+    sync of a million ids with the simulator's gaps holds ~100,000 ranges, twice (the state and the producer's
+    mirror, `sources/_reconcile.py`). A bound outside 64 bits (an id that large, a digit string of 19 digits or
+    more) turns this set's bounds into lists of Python ints (`_widen`), which hold any integer.
+    """
+
+    __slots__ = ("_hi", "_hint", "_lo")
 
     def __init__(self) -> None:
-        self._lo: list[int] = []
-        self._hi: list[int] = []
+        self._lo: array[int] | list[int] = array("q")
+        self._hi: array[int] | list[int] = array("q")
+        # The range the last `add` touched: a page's ids arrive as an ascending run, so the next id almost always
+        # lands there or just after it. Checked before use (any index is safe); saves the binary search, which on
+        # an array makes an int object per probe.
+        self._hint = 0
 
     def __repr__(self) -> str:
         return f"IntRanges(ranges={len(self._lo)}, size={len(self)})"
@@ -55,7 +66,8 @@ class IntRanges:
         return bool(self._lo)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, IntRanges) and self._lo == other._lo and self._hi == other._hi
+        # list(): an array never equals a list, and either side may have been widened.
+        return isinstance(other, IntRanges) and list(self._lo) == list(other._lo) and list(self._hi) == list(other._hi)
 
     def __contains__(self, value: int) -> bool:
         index = bisect.bisect_right(self._lo, value) - 1
@@ -69,7 +81,19 @@ class IntRanges:
     def ranges(self) -> int:
         return len(self._lo)
 
+    def _widen(self) -> None:
+        self._lo, self._hi = list(self._lo), list(self._hi)
+
     def add(self, value: int) -> None:
+        try:
+            self._add(value)
+        except OverflowError:
+            # Nothing was changed: the first store of `value` is the one that failed (every other bound stored is
+            # already in the arrays).
+            self._widen()
+            self._add(value)
+
+    def _add(self, value: int) -> None:
         lo, hi = self._lo, self._hi
         if hi and value > hi[-1]:
             # Keyset pages deliver ids in ascending order: extend or open the last range without a search.
@@ -79,23 +103,33 @@ class IntRanges:
                 lo.append(value)
                 hi.append(value)
             return
-        index = bisect.bisect_right(lo, value) - 1
+        hint, count = self._hint, len(lo)
+        if hint < count and lo[hint] <= value and (hint + 1 == count or value < lo[hint + 1]):
+            index = hint  # the range starting at or before `value` with the next one starting after it
+        else:
+            index = bisect.bisect_right(lo, value) - 1
         if index >= 0 and value <= hi[index]:
+            self._hint = index
             return
         joins_left = index >= 0 and hi[index] == value - 1
-        joins_right = index + 1 < len(lo) and lo[index + 1] == value + 1
+        joins_right = index + 1 < count and lo[index + 1] == value + 1
         if joins_left and joins_right:
             hi[index] = hi[index + 1]
             del lo[index + 1], hi[index + 1]
+            self._hint = index
         elif joins_left:
             hi[index] = value
+            self._hint = index
         elif joins_right:
             lo[index + 1] = value
+            self._hint = index + 1
         else:
             lo.insert(index + 1, value)
             hi.insert(index + 1, value)
+            self._hint = index + 1
 
     def discard(self, value: int) -> None:
+        # Every bound stored here lies within an existing range: it fits wherever the range's bounds fit.
         lo, hi = self._lo, self._hi
         index = bisect.bisect_right(lo, value) - 1
         if index < 0 or value > hi[index]:
@@ -165,12 +199,18 @@ class IntRanges:
         else:
             raise ValueError(f"ranges must be a list or a packed string, not {type(raw).__name__}")
         last = None
+        los: list[int] = []
+        his: list[int] = []
         for lo, hi in pairs:
             if hi < lo or (last is not None and lo <= last + 1):
                 raise ValueError("ranges are not sorted and disjoint")
-            ranges._lo.append(lo)
-            ranges._hi.append(hi)
+            los.append(lo)
+            his.append(hi)
             last = hi
+        try:
+            ranges._lo, ranges._hi = array("q", los), array("q", his)
+        except OverflowError:
+            ranges._lo, ranges._hi = los, his
         return ranges
 
 

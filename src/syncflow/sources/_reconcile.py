@@ -51,8 +51,12 @@ class SweepBudget:
         return True
 
 
-#: Keys a `KeyTracker` holds unmerged before it merges them (bounds its memory at ~2 MB per stream).
-MERGE_AFTER_KEYS = 50_000
+#: Keys a `KeyTracker` holds unmerged before it merges them. Unmerged keys cost ~40 bytes each (a list slot and the
+#: int or str object the row made; merged, a run of ids is two numbers of a range), and every stream's tracker holds
+#: its own: at 50,000 seven streams held up to ~14 MB, which was most of the growth of syncflow's peak RSS from
+#: 100,000 to 1,000,000 rows (BENCHMARKS.md, memory_probe). Merging costs the same per key at any chunk size (a sort
+#: and one range update each), so a smaller chunk costs no throughput.
+MERGE_AFTER_KEYS = 5_000
 
 
 class KeyTracker:
