@@ -38,9 +38,12 @@ LOCKSTEP = 5
 
 
 class _Upserter:
-    """Upserts typed rows and checkpoints every CHECKPOINT_ROWS rows (what the runner flushes to DuckDB on)."""
+    """Upserts typed rows and checkpoints every `every` rows (what the runner flushes to DuckDB on): syncflow's
+    `checkpoint_every_rows` when the configuration sets it (the worker's --checkpoint-every-rows), so every system
+    of a run checkpoints on the same cadence; CHECKPOINT_ROWS (syncflow's default) otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, configuration: Mapping[str, Any]) -> None:
+        self.every = int(configuration.get("checkpoint_every_rows") or CHECKPOINT_ROWS)
         self.rows = 0
         self._since_checkpoint = 0
         self.state: dict[str, Any] = {}
@@ -49,7 +52,7 @@ class _Upserter:
         op.upsert(table, row, schema=schema)
         self.rows += 1
         self._since_checkpoint += 1
-        if self._since_checkpoint >= CHECKPOINT_ROWS:
+        if self._since_checkpoint >= self.every:
             self.checkpoint()
 
     def checkpoint(self) -> None:
@@ -106,7 +109,7 @@ def _awardco_page(session: requests.Session, configuration: Mapping[str, str], p
 
 
 def sequential_update(configuration: Mapping[str, Any], state: Mapping[str, Any]) -> None:
-    out = _Upserter()
+    out = _Upserter(configuration)
     with requests.Session() as session:
         token = _accelo_token(session, configuration)
         for entity, stream in ACCELO_STREAMS.items():
@@ -139,7 +142,7 @@ def sequential_update(configuration: Mapping[str, Any], state: Mapping[str, Any]
 
 
 def lockstep5_update(configuration: Mapping[str, Any], state: Mapping[str, Any]) -> None:
-    out = _Upserter()
+    out = _Upserter(configuration)
     # One session per worker thread would be the careful version; requests.Session is shared by the example too,
     # and its connection pool (10 per host) is larger than the five requests in flight.
     with requests.Session() as session, ThreadPoolExecutor(max_workers=LOCKSTEP) as pool:
@@ -203,7 +206,7 @@ def bare_upsert_update(rows: list[tuple[str, str, dict[str, Any]]]) -> Any:
     """An `update()` that only upserts `rows` (already typed) and checkpoints like the others: the drain's bound."""
 
     def update(configuration: Mapping[str, Any], state: Mapping[str, Any]) -> None:
-        out = _Upserter()
+        out = _Upserter(configuration)
         for schema, table, row in rows:
             out.upsert(schema, table, row)
         out.checkpoint()
