@@ -60,8 +60,8 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 # make bench: every side-by-side scenario (floor, clean, rate_limited, requests, scale10, zero_latency,
-# concurrency), 12 min measured on 2 idle vCPUs, then BENCHMARKS.md; scale_1m's figures are kept from results.json.
-# make bench-scale: the million-row scenario alone (both paths, a kill and resume each, memory), 30 min measured
+# concurrency), 10 min measured on 2 idle vCPUs, then BENCHMARKS.md; scale_1m's figures are kept from results.json.
+# make bench-scale: the million-row scenario alone (both paths, a kill and resume each, memory), 18 min measured
 # on 2 idle vCPUs; make bench-quick: small data through every scenario, a few minutes, into build/ (not committed).
 bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks.run --keep benchmarks/results.json --out BENCHMARKS.md

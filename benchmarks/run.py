@@ -217,7 +217,7 @@ SCENARIOS: dict[str, Callable[[Plan, list[RunResult]], None]] = {
     "concurrency": _concurrency,
     "scale_1m": _scale_1m,
 }
-#: What `make bench` runs; scale_1m (a million rows, ~30 min) is `make bench-scale`, and its figures are kept.
+#: What `make bench` runs; scale_1m (a million rows, ~18 min) is `make bench-scale`, and its figures are kept.
 DEFAULT_SCENARIOS = tuple(name for name in SCENARIOS if name != "scale_1m")
 
 
