@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"cpu {measured['cpu']:6.2f} s (+ child {measured.get('children_cpu', 0.0):.2f} s), "
                     f"{measured['voluntary_switches']:6d} voluntary switches, "
                     f"{measured.get('table_writes', 0)} table writes ({measured.get('table_write_cpu', 0.0):.2f} s), "
+                    f"gc {sum(measured.get('gc_seconds', [0.0])):.2f} s {measured.get('gc_collections')}, "
                     f"{result.rows} rows, {'ok' if result.ok else 'MISMATCH ' + '; '.join(result.problems)}; "
                     "CPU s by thread: "
                     + ", ".join(f"{name} {s:.2f}" for name, s in sorted(measured.get("thread_cpu", {}).items())),
