@@ -103,7 +103,9 @@ KEYS: tuple[Key, ...] = (
         "integer", "5000", "5000", minimum=1),
     Key("checkpoint_every_seconds", "Checkpoint every N seconds", "Checkpoint cadence in seconds.", "number", "30",
         "30", minimum=0),
-    Key("queue_pages", "Pages buffered", "Pages buffered between fetching and writing (bounds memory).", "integer",
+    Key("queue_pages", "Pages buffered",
+        "Pages queued between fetching and writing (bounds memory; a sync's writer holds up to twice as many more, "
+        "to write a table at a time).", "integer",
         "64", "64", minimum=1, maximum=100_000),
     Key("request_timeout_seconds", "Request timeout (s)", "Timeout of one HTTP request.", "number", "60", "60",
         minimum=0.001),

@@ -305,8 +305,10 @@ def iterate_sync(
     transport: httpx.AsyncBaseTransport | None = None,
     progress: Progress | None = None,
     on_checkpoint: Callable[[Mapping[str, Any]], None] | None = None,
+    hold_pages: int = 0,
 ) -> Generator[Batch, None, SyncResult]:
-    """Yield the chosen streams' batches in order, from `state` (updated as each yielded batch is finished)."""
+    """Yield the chosen streams' batches, each stream's in order, from `state` (updated as each yielded batch is
+    finished); `hold_pages` as in `iterate_pipeline`."""
     run = _prepare(settings, state, streams, transport, progress)
     try:
         reports = yield from iterate_pipeline(
@@ -318,6 +320,7 @@ def iterate_sync(
             on_checkpoint=on_checkpoint,
             progress=progress,
             stats=run.drained,
+            hold_pages=hold_pages,
         )
     except BaseException as exc:
         first = _surfaced(exc)
@@ -471,9 +474,12 @@ def run_sync(
     progress: Progress | None = None,
 ) -> SyncResult:
     """Sync the chosen streams into `sink`, starting from `state` (which is updated as rows are delivered)."""
+    # A sink writes at each checkpoint every table it has rows waiting for (the SDK's runner: a dozen DuckDB
+    # statements a table); holding up to two queues' worth of pages lets the drain hand them over a table at a time.
     batches = iterate_sync(
-        settings, state, streams=streams, transport=transport, progress=progress, on_checkpoint=sink.checkpoint
-    )
+        settings, state, streams=streams, transport=transport, progress=progress, on_checkpoint=sink.checkpoint,
+        hold_pages=2 * settings.queue_pages,
+    )  # fmt: skip
     return drain_into(sink, batches)
 
 
