@@ -298,7 +298,33 @@ def _arrow_array(pyarrow: Any, values: list[Any], kind: str) -> Any:
             return pyarrow.array(values, type=getattr(pyarrow, arrow_type[0])(*arrow_type[1:]))
         except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError, TypeError, ValueError, OverflowError):
             pass  # not the declared Python type (a plug-in's value): as text, and DuckDB's CAST decides
-    return pyarrow.array(_cells(values, "VARCHAR"), type=pyarrow.string())
+    text = pyarrow.array(_cells(values, "VARCHAR"), type=pyarrow.string())
+    params = decimal_params(kind)
+    if params is not None:
+        return _arrow_decimal(pyarrow, text, *params)
+    return text
+
+
+# A number as the decimal converter passes it on ("125.00", "-0.5"): the only text given to Arrow's cast, so any other
+# form (an exponent, spaces, a sign) keeps DuckDB's reading of it.
+_PLAIN_DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
+
+
+def _arrow_decimal(pyarrow: Any, text: Any, precision: int, scale: int) -> Any:
+    """A DECIMAL column's text as Arrow decimals where Arrow converts every value exactly, else the text itself.
+
+    DuckDB 1.5 casts text to a DECIMAL wider than 18 digits (Accelo's are DECIMAL(28,6)) at ~13 µs a value, ~75x
+    Arrow's cast: ~0.5 s of the sink's CPU for 34,800 Accelo rows. Arrow refuses a value it would round or that
+    overflows; the column then stays text and DuckDB's CAST rounds or refuses it, as before. Where Arrow accepts,
+    both give the same number (checked in the tests)."""
+    import pyarrow.compute as compute
+
+    if compute.all(compute.match_substring_regex(text, _PLAIN_DECIMAL)).as_py() is False:
+        return text
+    try:
+        return compute.cast(text, pyarrow.decimal128(precision, scale))
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError):
+        return text  # a value Arrow would round or that does not fit: DuckDB's CAST decides, as for any text
 
 
 def _read_type(kind: str) -> str:
