@@ -15,6 +15,7 @@ true by a delete, so a DuckDB file and a Fivetran destination hold the same rows
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -113,11 +114,18 @@ class DuckDBSink:
             (threads,) = self._connection.execute("SELECT current_setting('threads')").fetchone() or (None,)
             self._connection.execute("SET threads = 1")
             self._threads = None if threads is None else int(threads)
+            # One transaction for the ~30 DDL statements: each would otherwise commit (and sync the WAL) alone, and
+            # they run before the sync sends its first request (~0.07 -> ~0.03 s for the seven tables).
+            self._connection.execute("BEGIN TRANSACTION")
             self._connection.execute("CREATE SCHEMA IF NOT EXISTS _syncflow")
             self._connection.execute(f"CREATE TABLE IF NOT EXISTS {STATE_TABLE} (id INTEGER PRIMARY KEY, state JSON)")
             for table in self._tables.values():
                 self._create(table)
+            self._connection.execute("COMMIT")
         except BaseException:
+            # Nothing of a failed setup is kept; "no transaction is active" when it failed before BEGIN or at COMMIT.
+            with contextlib.suppress(duckdb.TransactionException):
+                self._connection.execute("ROLLBACK")
             self.close()  # the caller never gets the sink, so it cannot close the file itself
             raise
 
