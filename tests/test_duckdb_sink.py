@@ -307,6 +307,30 @@ def test_without_pyarrow_the_sink_takes_the_ndjson_path(tmp_path: Path) -> None:
     assert os.path.exists(tmp_path / "n.duckdb")
 
 
+def test_pyarrow_is_imported_on_a_thread_of_its_own_and_joined_before_use(tmp_path: Path) -> None:
+    # A fresh interpreter, where pyarrow is not imported yet: the sink starts importing it (and the modules DuckDB's
+    # Arrow scan and the decimals need) on a thread when it opens, uses it once that thread is done, and leaves no
+    # thread behind when it closes.
+    pytest.importorskip("pyarrow")
+    script = (
+        f"import sys, threading; sys.path.insert(0, {str(REPO / 'src')!r})\n"
+        "from syncflow._duckdb import DuckDBSink\n"
+        "from syncflow._streams import Stream\n"
+        "assert 'pyarrow' not in sys.modules\n"
+        "s = Stream('src', 't', {'id': 'LONG', 'amount': 'DECIMAL(28,6)'}, ('id',), None)\n"
+        f"k = DuckDBSink({str(tmp_path / 'a.duckdb')!r}, [s])\n"
+        "started = [k._arrow_imports.name] if k._arrow_imports is not None else []\n"
+        "k.upsert('src', 't', {'id': 7, 'amount': '1.50'}); k.checkpoint({})\n"
+        "k.close()\n"
+        "left = [t.name for t in threading.enumerate() if t.name == 'syncflow-pyarrow-import']\n"
+        "print(len(started), len(left), all(m in sys.modules for m in ('pyarrow.compute', 'pyarrow.dataset')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["1", "0", "True"], done.stderr
+    with duckdb.connect(str(tmp_path / "a.duckdb"), read_only=True) as db:
+        assert db.sql("SELECT id, amount FROM src.t").fetchall() == [(7, Decimal("1.5"))]
+
+
 class _FailingCommit:
     """The sink's connection, except that the next COMMIT fails (a full disk, say) after DuckDB rolled back."""
 

@@ -19,7 +19,9 @@ import contextlib
 import importlib.util
 import json
 import os
+import sys
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -103,6 +105,15 @@ class DuckDBSink:
         # `arrow`: hand batches over as Arrow tables; None = when pyarrow is installed (`pip install
         # syncflow[duckdb]`). Without it, batches go through an NDJSON file DuckDB reads: same rows, more CPU.
         self._arrow = importlib.util.find_spec("pyarrow") is not None if arrow is None else arrow
+        # pyarrow, its compute module (decimals) and its dataset module (DuckDB's Arrow scan imports it) take
+        # ~0.3-0.5 s to import. Imported at the first checkpoint, that is GIL-holding work on the caller's thread in
+        # the middle of the sync, starving the thread that fetches; imported on a thread from here, it overlaps
+        # the table set-up and the sync's first round trips (token, rate probe, counts), when little else runs.
+        # `_batch` joins it before its first use, and a failed import raises there, as it would have anyway.
+        self._arrow_imports: threading.Thread | None = None
+        if self._arrow and "pyarrow.dataset" not in sys.modules:
+            self._arrow_imports = threading.Thread(target=_import_arrow, name="syncflow-pyarrow-import", daemon=True)
+            self._arrow_imports.start()
         self._connection = duckdb.connect(str(path))
         self._tables = {(s.source, s.table): _Table(s) for s in streams}
         self._threads: int | None = None
@@ -258,6 +269,7 @@ class DuckDBSink:
         NDJSON file it reads itself. Both hand DuckDB the whole batch in one statement: row-at-a-time executemany
         manages a few hundred rows/s."""
         if self._arrow:
+            self._arrow_imported()
             import pyarrow
 
             arrays = [_arrow_array(pyarrow, values, kind) for values, kind in zip(cells, kinds, strict=True)]
@@ -283,12 +295,26 @@ class DuckDBSink:
         finally:
             os.unlink(handle.name)
 
+    def _arrow_imported(self) -> None:
+        if self._arrow_imports is not None:
+            self._arrow_imports.join()
+            self._arrow_imports = None
+
     def close(self) -> None:
+        self._arrow_imported()  # no import outlives the sink
         try:
             if self._threads is not None:
                 self._connection.execute(f"SET threads = {self._threads}")
         finally:
             self._connection.close()
+
+
+def _import_arrow() -> None:
+    """What the Arrow path imports (see `DuckDBSink.__init__`): pyarrow, pyarrow.compute, and pyarrow.dataset where
+    this pyarrow has it (DuckDB uses it to scan a registered table)."""
+    importlib.import_module("pyarrow.compute")  # imports pyarrow too
+    if importlib.util.find_spec("pyarrow.dataset") is not None:
+        importlib.import_module("pyarrow.dataset")
 
 
 def _latest(rows: Sequence[Mapping[str, Any]], key: Sequence[str]) -> Sequence[Mapping[str, Any]]:
