@@ -307,6 +307,30 @@ def test_without_pyarrow_the_sink_takes_the_ndjson_path(tmp_path: Path) -> None:
     assert os.path.exists(tmp_path / "n.duckdb")
 
 
+def test_pyarrow_is_imported_on_a_thread_of_its_own_and_joined_before_use(tmp_path: Path) -> None:
+    # A fresh interpreter, where pyarrow is not imported yet: the sink starts importing it (and the modules DuckDB's
+    # Arrow scan and the decimals need) on a thread when it opens, uses it once that thread is done, and leaves no
+    # thread behind when it closes.
+    pytest.importorskip("pyarrow")
+    script = (
+        f"import sys, threading; sys.path.insert(0, {str(REPO / 'src')!r})\n"
+        "from syncflow._duckdb import DuckDBSink\n"
+        "from syncflow._streams import Stream\n"
+        "assert 'pyarrow' not in sys.modules\n"
+        "s = Stream('src', 't', {'id': 'LONG', 'amount': 'DECIMAL(28,6)'}, ('id',), None)\n"
+        f"k = DuckDBSink({str(tmp_path / 'a.duckdb')!r}, [s])\n"
+        "started = [k._arrow_imports.name] if k._arrow_imports is not None else []\n"
+        "k.upsert('src', 't', {'id': 7, 'amount': '1.50'}); k.checkpoint({})\n"
+        "k.close()\n"
+        "left = [t.name for t in threading.enumerate() if t.name == 'syncflow-pyarrow-import']\n"
+        "print(len(started), len(left), all(m in sys.modules for m in ('pyarrow.compute', 'pyarrow.dataset')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["1", "0", "True"], done.stderr
+    with duckdb.connect(str(tmp_path / "a.duckdb"), read_only=True) as db:
+        assert db.sql("SELECT id, amount FROM src.t").fetchall() == [(7, Decimal("1.5"))]
+
+
 class _FailingCommit:
     """The sink's connection, except that the next COMMIT fails (a full disk, say) after DuckDB rolled back."""
 
@@ -356,3 +380,43 @@ def test_a_row_that_cannot_be_stored_fails_the_checkpoint_and_commits_nothing(si
     with pytest.raises(duckdb.Error, match="not a number"):
         db.checkpoint({"n": 2})
     assert set(_rows(path)) == {(1, "a")} and db.load_state() == {"n": 1}  # the last checkpoint holds
+
+
+def test_decimal_text_is_stored_as_duckdbs_own_cast_would_store_it(sink: tuple[DuckDBSink, Path]) -> None:
+    # The Arrow path hands DECIMAL text over as Arrow decimals where Arrow converts it exactly, and as text otherwise
+    # (DuckDB then casts it, rounding where it must): either way the stored number is what DuckDB's CAST makes of it.
+    db, path = sink
+    plain = ["19616.47", "-0.50", "0", "-0", "0000012.5", "9999999999.99", None]
+    for i, amount in enumerate(plain):
+        db.upsert("src", "things", _row(i, amount=amount))
+    db.checkpoint({"n": 1})
+    odd = ["1.125", "-2.345", "1e2", " 7.5", "+3"]  # rounded, an exponent, spaces, a sign: DuckDB's reading
+    for i, amount in enumerate(odd, start=100):
+        db.upsert("src", "things", _row(i, amount=amount))
+    db.checkpoint({"n": 2})
+    stored = {key[0]: row["amount"] for key, row in _rows(path).items()}
+    with duckdb.connect() as plain_duckdb:
+        expected = {
+            i: plain_duckdb.execute("SELECT CAST(? AS DECIMAL(12,2))", [amount]).fetchone()[0]  # type: ignore[index]
+            for i, amount in [*enumerate(plain), *enumerate(odd, start=100)]
+        }
+    assert stored == expected
+    assert stored[100] == Decimal("1.13") and stored[101] == Decimal("-2.35") and stored[5] == Decimal("9999999999.99")
+
+
+def test_a_decimal_too_wide_for_its_column_still_fails_the_checkpoint(sink: tuple[DuckDBSink, Path]) -> None:
+    db, path = sink
+    db.upsert("src", "things", _row(1, amount="12345678901.5"))  # 11 digits before the point; the column holds 10
+    with pytest.raises(duckdb.Error):
+        db.checkpoint({"n": 1})
+    assert db.load_state() is None and not _rows(path)
+
+
+def test_arrow_takes_plain_decimal_text_and_leaves_the_rest_to_duckdb() -> None:
+    pyarrow = pytest.importorskip("pyarrow")
+    from syncflow._duckdb import _arrow_array
+
+    fast = _arrow_array(pyarrow, ["19616.47", "-0.50", None], "DECIMAL(28,6)")
+    assert fast.type == pyarrow.decimal128(28, 6) and fast.to_pylist() == [Decimal("19616.47"), Decimal("-0.5"), None]
+    for odd in (["1.1234567"], ["1e2"], ["12345678901234567890123"]):  # rounded, an exponent, too wide
+        assert _arrow_array(pyarrow, odd, "DECIMAL(28,6)").type == pyarrow.string()

@@ -50,3 +50,6 @@ def test_a_file_written_with_the_apis_names_is_refused_in_one_line(tmp_path: Pat
         db.execute('create schema awardco; create table awardco.user ("employeeId" varchar primary key)')
     with pytest.raises(syncflow.ConfigurationError, match=r"columns under the API's names \(employeeId\)"):
         syncflow.to_duckdb({"use_mock": "true"}, path, streams=["awardco.user"], progress=False)
+    with duckdb.connect(str(path), read_only=True) as db:  # the refused file is left as it was
+        assert [row[0] for row in db.sql("describe awardco.user").fetchall()] == ["employeeId"]
+        assert db.sql("select count(*) from duckdb_schemas() where schema_name = '_syncflow'").fetchone() == (0,)
