@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,7 @@ def test_key_sets_round_trip_and_subtract_exactly(ints: list[int], strings: list
 
 
 _INT64 = 2**63
+_INT32 = 2**31
 
 
 @settings(max_examples=150, deadline=None)
@@ -57,15 +59,18 @@ _INT64 = 2**63
     ops=st.lists(
         st.tuples(st.booleans(), st.one_of(
             st.integers(min_value=-50, max_value=400),
+            st.integers(min_value=_INT32 - 40, max_value=_INT32 + 40),  # across the 32-bit edge
+            st.integers(min_value=-_INT32 - 40, max_value=-_INT32 + 40),
             st.integers(min_value=_INT64 - 40, max_value=_INT64 + 40),  # across the 64-bit edge
             st.integers(min_value=-_INT64 - 40, max_value=-_INT64 + 40),
         )),
         max_size=300,
     ),
 )
-def test_int_ranges_in_64_bit_arrays_behave_as_a_set_of_any_integers(ops: list[tuple[bool, int]]) -> None:
-    # The bounds live in arrays of 64-bit ints (compact); an id beyond 64 bits must still be kept exactly (the set
-    # falls back to Python ints), survive a checkpoint, and subtract exactly: a lost key is a delete never sent.
+def test_int_ranges_in_fixed_width_arrays_behave_as_a_set_of_any_integers(ops: list[tuple[bool, int]]) -> None:
+    # The bounds live in arrays of 32-bit ints (compact), then 64-bit ones; an id beyond 32 or 64 bits must still be
+    # kept exactly (the set widens its arrays, then falls back to Python ints), survive a checkpoint, and subtract
+    # exactly: a lost key is a delete never sent.
     ranges, model = IntRanges(), set[int]()
     for adding, value in ops:
         if adding:
@@ -82,6 +87,23 @@ def test_int_ranges_in_64_bit_arrays_behave_as_a_set_of_any_integers(ops: list[t
     for value in sorted(model)[::3]:
         other.add(value)
     assert list(ranges.difference(other)) == sorted(model - set(sorted(model)[::3]))
+
+
+@pytest.mark.parametrize(("values", "typecode"), [
+    ([1, 5, _INT32 - 1, -_INT32], "i"),
+    ([1, 5, _INT32], "q"),
+    ([-_INT32 - 1, 3], "q"),
+    ([_INT32, _INT64], None),
+])  # fmt: skip
+def test_int_ranges_widen_only_as_far_as_their_largest_bound(values: list[int], typecode: str | None) -> None:
+    # 4 bytes a bound while every id fits (what the known keys cost), and a decoded checkpoint picks the same width.
+    ranges = IntRanges()
+    for value in values:
+        ranges.add(value)
+    decoded = IntRanges.decode(ranges.encode())
+    for each in (ranges, decoded):
+        assert (each._lo.typecode if isinstance(each._lo, array) else None) == typecode
+        assert list(each) == sorted(values)
 
 
 def test_a_key_set_checkpointed_before_the_compact_arrays_resumes_unchanged() -> None:

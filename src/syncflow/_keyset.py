@@ -35,22 +35,25 @@ _FLAT_MAX_RANGES = 16
 # set (the preset's 8 MiB window costs ~9 ms to set up, whatever the size of the data).
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6, "dict_size": 1 << 18}]
 _TRAILING_DIGITS = re.compile(r"^(.*?)(\d+)$", re.DOTALL)
+# IntRanges' bound arrays: 32-bit first ("i" is 4 bytes on every platform CPython supports), 64-bit once a bound
+# needs it ("q" is always 8).
+_NARROW, _WIDE = "i", "q"
 
 
 class IntRanges:
     """A set of integers as sorted, disjoint, non-adjacent inclusive ranges.
 
-    The bounds are kept in two arrays of 64-bit integers (8 bytes a bound; a list of Python ints costs ~36): a first
-    sync of a million ids with the simulator's gaps holds ~100,000 ranges, twice (the state and the producer's
-    mirror, `sources/_reconcile.py`). A bound outside 64 bits (an id that large, a digit string of 19 digits or
-    more) turns this set's bounds into lists of Python ints (`_widen`), which hold any integer.
+    The bounds are kept in two arrays of 32-bit integers (4 bytes a bound; a list of Python ints costs ~36): a first
+    sync of a million ids with the simulator's gaps holds ~100,000 ranges, and ids that large are rare. A bound
+    outside 32 bits turns this set's bounds into arrays of 64-bit integers, and one outside 64 bits (an id that
+    large, a digit string of 19 digits or more) into lists of Python ints (`_widen`), which hold any integer.
     """
 
     __slots__ = ("_hi", "_hint", "_lo")
 
     def __init__(self) -> None:
-        self._lo: array[int] | list[int] = array("q")
-        self._hi: array[int] | list[int] = array("q")
+        self._lo: array[int] | list[int] = array(_NARROW)
+        self._hi: array[int] | list[int] = array(_NARROW)
         # The range the last `add` touched: a page's ids arrive as an ascending run, so the next id almost always
         # lands there or just after it. Checked before use (any index is safe); saves the binary search, which on
         # an array makes an int object per probe.
@@ -82,16 +85,22 @@ class IntRanges:
         return len(self._lo)
 
     def _widen(self) -> None:
-        self._lo, self._hi = list(self._lo), list(self._hi)
+        """One step wider: 32-bit arrays to 64-bit ones, 64-bit arrays to lists of Python ints."""
+        lo, hi = self._lo, self._hi
+        if isinstance(lo, array) and lo.typecode == _NARROW:
+            self._lo, self._hi = array(_WIDE, lo), array(_WIDE, hi)
+        else:
+            self._lo, self._hi = list(lo), list(hi)
 
     def add(self, value: int) -> None:
-        try:
-            self._add(value)
-        except OverflowError:
-            # Nothing was changed: the first store of `value` is the one that failed (every other bound stored is
-            # already in the arrays).
-            self._widen()
-            self._add(value)
+        while True:
+            try:
+                self._add(value)
+                return
+            except OverflowError:
+                # Nothing was changed: the first store of `value` is the one that failed (every other bound stored
+                # is already in the arrays). At most two steps: a list holds any integer.
+                self._widen()
 
     def _add(self, value: int) -> None:
         lo, hi = self._lo, self._hi
@@ -207,10 +216,13 @@ class IntRanges:
             los.append(lo)
             his.append(hi)
             last = hi
-        try:
-            ranges._lo, ranges._hi = array("q", los), array("q", his)
-        except OverflowError:
-            ranges._lo, ranges._hi = los, his
+        for typecode in (_NARROW, _WIDE):
+            try:
+                ranges._lo, ranges._hi = array(typecode, los), array(typecode, his)
+                return ranges
+            except OverflowError:
+                continue
+        ranges._lo, ranges._hi = los, his
         return ranges
 
 
