@@ -7,7 +7,9 @@ cursor dates (`blank_cursor_dates`); and deletions between syncs (`Simulator.app
 
 from __future__ import annotations
 
+import base64
 import json
+import lzma
 import time
 from array import array
 from collections.abc import Callable
@@ -20,7 +22,7 @@ from hypothesis import strategies as st
 from support.helpers import durable_sink
 from support.sim import RecordingSink, assert_matches_truth, sync_once, truth_keys
 from syncflow._exceptions import StateError
-from syncflow._keyset import IntRanges, KeySet
+from syncflow._keyset import _LZMA_FILTERS, IntRanges, KeySet
 from syncflow._state import AddKeys, RemoveKeys, StateDocument
 from syncflow.sim import Mutation, Simulator
 
@@ -92,6 +94,7 @@ def test_int_ranges_in_fixed_width_arrays_behave_as_a_set_of_any_integers(ops: l
 @pytest.mark.parametrize(("values", "typecode"), [
     ([1, 5, _INT32 - 1, -_INT32], "i"),
     ([1, 5, _INT32], "q"),
+    ([_INT32 - 1, _INT32], "q"),  # one range: its low bound fits 32 bits, its high one does not
     ([-_INT32 - 1, 3], "q"),
     ([_INT32, _INT64], None),
 ])  # fmt: skip
@@ -131,6 +134,17 @@ def test_a_large_dense_key_set_is_packed_small() -> None:
 def test_a_damaged_key_set_is_one_clear_state_error() -> None:
     with pytest.raises(StateError, match=r"accelo\.jobs keys is malformed"):
         KeySet.from_json({"i": "not base85 lzma"}, "accelo.jobs keys")
+
+
+@pytest.mark.parametrize(("varints", "problem"), [
+    (b"\x01\x02\x03", "end mid-pair"),  # three numbers: gaps and lengths cannot pair up
+    (b"\x01\x02\x84", "end mid-number"),  # the last number's continuation byte has nothing after it
+    (b"\x01\x00\x00\x00", "not sorted and disjoint"),  # ranges 1..1 and 2..2 touch: encode never writes that
+])  # fmt: skip
+def test_a_damaged_packed_range_set_is_refused(varints: bytes, problem: str) -> None:
+    packed = base64.b85encode(lzma.compress(varints, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)).decode()
+    with pytest.raises(StateError, match=problem):
+        KeySet.from_json({"i": packed}, "accelo.jobs keys")
 
 
 def test_state_applies_key_ops_and_checkpoints_them_compactly() -> None:

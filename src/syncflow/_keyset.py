@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import itertools
 import lzma
 import re
 from array import array
@@ -188,42 +189,41 @@ class IntRanges:
 
     @classmethod
     def decode(cls, raw: Any) -> IntRanges:
-        ranges = cls()
+        # Streamed into the arrays, range by range: a resumed first sync of a million ids holds ~100,000 ranges, and
+        # building them as lists of tuples first peaked at ~16 MiB per set (twice per stream: state and mirror).
+        pairs: Iterator[tuple[int, int]]
         if isinstance(raw, list):
             if len(raw) % 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
                 raise ValueError("a flat range list holds pairs of integers")
-            pairs = list(zip(raw[::2], raw[1::2], strict=True))
+            pairs = zip(raw[::2], raw[1::2], strict=True)
         elif isinstance(raw, str):
             data = lzma.decompress(base64.b85decode(raw.encode("ascii")), format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
-            values = list(_read_varints(data))
-            if len(values) % 2:
-                raise ValueError("packed ranges end mid-pair")
-            half = len(values) // 2
-            pairs = []
-            previous_hi = -1
-            for gap, length in zip(values[:half], values[half:], strict=True):
-                lo = previous_hi + 1 + _unzigzag(gap)
-                pairs.append((lo, lo + length))
-                previous_hi = lo + length
+            pairs = _packed_pairs(data)
         else:
             raise ValueError(f"ranges must be a list or a packed string, not {type(raw).__name__}")
+        ranges = cls()
         last = None
-        los: list[int] = []
-        his: list[int] = []
         for lo, hi in pairs:
             if hi < lo or (last is not None and lo <= last + 1):
                 raise ValueError("ranges are not sorted and disjoint")
-            los.append(lo)
-            his.append(hi)
+            ranges._append(lo, hi)
             last = hi
-        for typecode in (_NARROW, _WIDE):
-            try:
-                ranges._lo, ranges._hi = array(typecode, los), array(typecode, his)
-                return ranges
-            except OverflowError:
-                continue
-        ranges._lo, ranges._hi = los, his
         return ranges
+
+    def _append(self, lo: int, hi: int) -> None:
+        """Store the range lo..hi after every stored one (the caller checked it lies above them)."""
+        while True:
+            try:
+                self._lo.append(lo)
+            except OverflowError:
+                self._widen()
+                continue
+            try:
+                self._hi.append(hi)
+                return
+            except OverflowError:
+                self._lo.pop()  # both arrays keep one entry per range
+                self._widen()
 
 
 def _zigzag(value: int) -> int:
@@ -239,6 +239,25 @@ def _varint(out: bytearray, value: int) -> None:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
+
+
+def _packed_pairs(data: bytes) -> Iterator[tuple[int, int]]:
+    """The (lo, hi) ranges `encode` packed: every gap, then every length, as two runs of varints of one count."""
+    count = len(data) - len(data.translate(None, _VARINT_ENDS))  # a varint ends at each byte below 0x80
+    if count % 2:
+        raise ValueError("packed ranges end mid-pair")
+    half = count // 2
+    gaps, lengths = _read_varints(data), _read_varints(data)
+    for _ in itertools.islice(lengths, half):
+        pass  # `lengths` starts after the gaps
+    previous_hi = -1
+    for gap, length in zip(itertools.islice(gaps, half), lengths, strict=True):
+        lo = previous_hi + 1 + _unzigzag(gap)
+        previous_hi = lo + length
+        yield lo, previous_hi
+
+
+_VARINT_ENDS = bytes(range(0x80))
 
 
 def _read_varints(data: bytes) -> Iterator[int]:
