@@ -7,9 +7,14 @@ cursor dates (`blank_cursor_dates`); and deletions between syncs (`Simulator.app
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import lzma
 import time
+from array import array
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -19,8 +24,8 @@ from hypothesis import strategies as st
 from support.helpers import durable_sink
 from support.sim import RecordingSink, assert_matches_truth, sync_once, truth_keys
 from syncflow._exceptions import StateError
-from syncflow._keyset import IntRanges, KeySet
-from syncflow._state import AddKeys, RemoveKeys, StateDocument
+from syncflow._keyset import _LZMA_FILTERS, IntRanges, KeySet
+from syncflow._state import AddKeys, KeysNotIn, RemoveKeys, StateDocument, StatePatch
 from syncflow.sim import Mutation, Simulator
 
 MakeSim = Callable[..., Simulator]
@@ -50,6 +55,7 @@ def test_key_sets_round_trip_and_subtract_exactly(ints: list[int], strings: list
 
 
 _INT64 = 2**63
+_INT32 = 2**31
 
 
 @settings(max_examples=150, deadline=None)
@@ -57,15 +63,18 @@ _INT64 = 2**63
     ops=st.lists(
         st.tuples(st.booleans(), st.one_of(
             st.integers(min_value=-50, max_value=400),
+            st.integers(min_value=_INT32 - 40, max_value=_INT32 + 40),  # across the 32-bit edge
+            st.integers(min_value=-_INT32 - 40, max_value=-_INT32 + 40),
             st.integers(min_value=_INT64 - 40, max_value=_INT64 + 40),  # across the 64-bit edge
             st.integers(min_value=-_INT64 - 40, max_value=-_INT64 + 40),
         )),
         max_size=300,
     ),
 )
-def test_int_ranges_in_64_bit_arrays_behave_as_a_set_of_any_integers(ops: list[tuple[bool, int]]) -> None:
-    # The bounds live in arrays of 64-bit ints (compact); an id beyond 64 bits must still be kept exactly (the set
-    # falls back to Python ints), survive a checkpoint, and subtract exactly: a lost key is a delete never sent.
+def test_int_ranges_in_fixed_width_arrays_behave_as_a_set_of_any_integers(ops: list[tuple[bool, int]]) -> None:
+    # The bounds live in arrays of 32-bit ints (compact), then 64-bit ones; an id beyond 32 or 64 bits must still be
+    # kept exactly (the set widens its arrays, then falls back to Python ints), survive a checkpoint, and subtract
+    # exactly: a lost key is a delete never sent.
     ranges, model = IntRanges(), set[int]()
     for adding, value in ops:
         if adding:
@@ -82,6 +91,24 @@ def test_int_ranges_in_64_bit_arrays_behave_as_a_set_of_any_integers(ops: list[t
     for value in sorted(model)[::3]:
         other.add(value)
     assert list(ranges.difference(other)) == sorted(model - set(sorted(model)[::3]))
+
+
+@pytest.mark.parametrize(("values", "typecode"), [
+    ([1, 5, _INT32 - 1, -_INT32], "i"),
+    ([1, 5, _INT32], "q"),
+    ([_INT32 - 1, _INT32], "q"),  # one range: its low bound fits 32 bits, its high one does not
+    ([-_INT32 - 1, 3], "q"),
+    ([_INT32, _INT64], None),
+])  # fmt: skip
+def test_int_ranges_widen_only_as_far_as_their_largest_bound(values: list[int], typecode: str | None) -> None:
+    # 4 bytes a bound while every id fits (what the known keys cost), and a decoded checkpoint picks the same width.
+    ranges = IntRanges()
+    for value in values:
+        ranges.add(value)
+    decoded = IntRanges.decode(ranges.encode())
+    for each in (ranges, decoded):
+        assert (each._lo.typecode if isinstance(each._lo, array) else None) == typecode
+        assert list(each) == sorted(values)
 
 
 def test_a_key_set_checkpointed_before_the_compact_arrays_resumes_unchanged() -> None:
@@ -109,6 +136,17 @@ def test_a_large_dense_key_set_is_packed_small() -> None:
 def test_a_damaged_key_set_is_one_clear_state_error() -> None:
     with pytest.raises(StateError, match=r"accelo\.jobs keys is malformed"):
         KeySet.from_json({"i": "not base85 lzma"}, "accelo.jobs keys")
+
+
+@pytest.mark.parametrize(("varints", "problem"), [
+    (b"\x01\x02\x03", "end mid-pair"),  # three numbers: gaps and lengths cannot pair up
+    (b"\x01\x02\x84", "end mid-number"),  # the last number's continuation byte has nothing after it
+    (b"\x01\x00\x00\x00", "not sorted and disjoint"),  # ranges 1..1 and 2..2 touch: encode never writes that
+])  # fmt: skip
+def test_a_damaged_packed_range_set_is_refused(varints: bytes, problem: str) -> None:
+    packed = base64.b85encode(lzma.compress(varints, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)).decode()
+    with pytest.raises(StateError, match=problem):
+        KeySet.from_json({"i": packed}, "accelo.jobs keys")
 
 
 def test_state_applies_key_ops_and_checkpoints_them_compactly() -> None:
@@ -455,27 +493,46 @@ def test_the_fivetran_sink_sends_one_sdk_delete_per_key(monkeypatch: pytest.Monk
     assert calls == [("staff", {"id": 3}, "accelo"), ("staff", {"id": 9}, "accelo")]
 
 
-def test_key_tracker_merges_a_large_first_read_as_it_goes_and_knows_every_key() -> None:
-    # A first sync of a big table sends hundreds of thousands of keys before any sweep: the producer-side mirror
-    # must not hold them all as a list (a million ints is ~36 MB), and must still know every one of them, exactly
-    # as the state the drain builds from the same patches does.
+def test_a_sweep_deletes_what_the_drain_knows_and_the_sweep_did_not_see() -> None:
+    # The known keys live only in the state (no mirror on the producer's side): `finish` asks the drain, after every
+    # earlier patch of the stream, for known - seen. Prior keys, keys learnt this sync before the sweep began (known
+    # only to the state), and a sweep's interleaved slices, more keys than one merge holds.
     from syncflow._source import SourceReport
     from syncflow.sources._accelo_catalog import accelo_resource
     from syncflow.sources._reconcile import MERGE_AFTER_KEYS, KeyTracker
 
-    tracker = KeyTracker(accelo_resource("companies"), {}, SourceReport("accelo"))
-    document = StateDocument({})
-    ids = [i for i in range(1, 3 * MERGE_AFTER_KEYS) if i % 10]
-    # Four slices read side by side, a page at a time: ids arrive in interleaved ascending runs.
-    quarter = len(ids) // 4 + 1
-    slices = [ids[k * quarter:(k + 1) * quarter] for k in range(4)]
+    prior_ids = [i for i in range(1, 3 * MERGE_AFTER_KEYS) if i % 10]
+    document = StateDocument({"accelo.companies": {"keys": KeySet(prior_ids).to_json(), "swept": 1}})
+    tracker = KeyTracker(accelo_resource("companies"), document.stream("accelo.companies"), SourceReport("accelo"))
+    assert tracker.known_at_start == len(prior_ids)
+    learnt = list(range(3 * MERGE_AFTER_KEYS, 3 * MERGE_AFTER_KEYS + 250))
+    document.apply("accelo.companies", tracker.ops_for([{"id": i} for i in learnt]))
+    document.apply("accelo.companies", tracker.begin(2))
+    returned = [i for i in [*prior_ids, *learnt] if i % 7]  # the sweep does not return multiples of 7: gone
+    quarter = len(returned) // 4 + 1
+    slices = [returned[k * quarter:(k + 1) * quarter] for k in range(4)]
     for start in range(0, quarter, 100):
         for part in slices:
-            page = [{"id": i} for i in part[start:start + 100]]
-            document.apply("accelo.companies", tracker.ops_for(page))
-            assert len(tracker._unmerged) < MERGE_AFTER_KEYS
-    tracker.merge()
-    assert len(tracker.known) == len(ids)
-    assert tracker.known.difference(KeySet()) == ids
-    state = KeySet.from_json(document.stream("accelo.companies")["keys"], "keys")
-    assert tracker.known.difference(state) == [] and state.difference(tracker.known) == []
+            document.apply("accelo.companies", tracker.ops_for([{"id": i} for i in part[start:start + 100]]))
+            assert len(tracker._unmerged_seen) < MERGE_AFTER_KEYS
+
+    async def ask(patch: StatePatch) -> None:
+        document.apply("accelo.companies", patch)  # the drain's part, here on the same thread
+
+    deletes, ops = asyncio.run(tracker.finish(ask))
+    gone = sorted({*prior_ids, *learnt} - set(returned))
+    assert deletes == [{"id": i} for i in gone] and gone
+    document.apply("accelo.companies", ops)
+    entry = document.stream("accelo.companies")
+    assert sorted(KeySet.from_json(entry["keys"], "keys")) == returned
+    assert "sweep" not in entry and entry["swept"] == 2
+
+
+def test_a_drain_asked_for_keys_after_its_source_stopped_waiting_answers_nobody() -> None:
+    # The source was cancelled while its question was queued: applying it must change nothing and raise nothing.
+    document = StateDocument({"accelo.staff": {"keys": KeySet([1, 2]).to_json()}})
+    future: Future[list[Any]] = Future()
+    future.cancel()
+    document.apply("accelo.staff", [(("keys",), KeysNotIn(("sweep", "seen"), future))])
+    assert future.cancelled()
+    assert KeySet.from_json(document.stream("accelo.staff")["keys"], "keys") == KeySet([1, 2])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import itertools
 import lzma
 import re
 from array import array
@@ -35,22 +36,25 @@ _FLAT_MAX_RANGES = 16
 # set (the preset's 8 MiB window costs ~9 ms to set up, whatever the size of the data).
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6, "dict_size": 1 << 18}]
 _TRAILING_DIGITS = re.compile(r"^(.*?)(\d+)$", re.DOTALL)
+# IntRanges' bound arrays: 32-bit first ("i" is 4 bytes on every platform CPython supports), 64-bit once a bound
+# needs it ("q" is always 8).
+_NARROW, _WIDE = "i", "q"
 
 
 class IntRanges:
     """A set of integers as sorted, disjoint, non-adjacent inclusive ranges.
 
-    The bounds are kept in two arrays of 64-bit integers (8 bytes a bound; a list of Python ints costs ~36): a first
-    sync of a million ids with the simulator's gaps holds ~100,000 ranges, twice (the state and the producer's
-    mirror, `sources/_reconcile.py`). A bound outside 64 bits (an id that large, a digit string of 19 digits or
-    more) turns this set's bounds into lists of Python ints (`_widen`), which hold any integer.
+    The bounds are kept in two arrays of 32-bit integers (4 bytes a bound; a list of Python ints costs ~36): a first
+    sync of a million ids with the simulator's gaps holds ~100,000 ranges, and ids that large are rare. A bound
+    outside 32 bits turns this set's bounds into arrays of 64-bit integers, and one outside 64 bits (an id that
+    large, a digit string of 19 digits or more) into lists of Python ints (`_widen`), which hold any integer.
     """
 
     __slots__ = ("_hi", "_hint", "_lo")
 
     def __init__(self) -> None:
-        self._lo: array[int] | list[int] = array("q")
-        self._hi: array[int] | list[int] = array("q")
+        self._lo: array[int] | list[int] = array(_NARROW)
+        self._hi: array[int] | list[int] = array(_NARROW)
         # The range the last `add` touched: a page's ids arrive as an ascending run, so the next id almost always
         # lands there or just after it. Checked before use (any index is safe); saves the binary search, which on
         # an array makes an int object per probe.
@@ -82,16 +86,22 @@ class IntRanges:
         return len(self._lo)
 
     def _widen(self) -> None:
-        self._lo, self._hi = list(self._lo), list(self._hi)
+        """One step wider: 32-bit arrays to 64-bit ones, 64-bit arrays to lists of Python ints."""
+        lo, hi = self._lo, self._hi
+        if isinstance(lo, array) and lo.typecode == _NARROW:
+            self._lo, self._hi = array(_WIDE, lo), array(_WIDE, hi)
+        else:
+            self._lo, self._hi = list(lo), list(hi)
 
     def add(self, value: int) -> None:
-        try:
-            self._add(value)
-        except OverflowError:
-            # Nothing was changed: the first store of `value` is the one that failed (every other bound stored is
-            # already in the arrays).
-            self._widen()
-            self._add(value)
+        while True:
+            try:
+                self._add(value)
+                return
+            except OverflowError:
+                # Nothing was changed: the first store of `value` is the one that failed (every other bound stored
+                # is already in the arrays). At most two steps: a list holds any integer.
+                self._widen()
 
     def _add(self, value: int) -> None:
         lo, hi = self._lo, self._hi
@@ -179,39 +189,41 @@ class IntRanges:
 
     @classmethod
     def decode(cls, raw: Any) -> IntRanges:
-        ranges = cls()
+        # Streamed into the arrays, range by range: a resumed first sync of a million ids holds ~100,000 ranges, and
+        # building them as lists of tuples first peaked at ~16 MiB per set (twice per stream: state and mirror).
+        pairs: Iterator[tuple[int, int]]
         if isinstance(raw, list):
             if len(raw) % 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
                 raise ValueError("a flat range list holds pairs of integers")
-            pairs = list(zip(raw[::2], raw[1::2], strict=True))
+            pairs = zip(raw[::2], raw[1::2], strict=True)
         elif isinstance(raw, str):
             data = lzma.decompress(base64.b85decode(raw.encode("ascii")), format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
-            values = list(_read_varints(data))
-            if len(values) % 2:
-                raise ValueError("packed ranges end mid-pair")
-            half = len(values) // 2
-            pairs = []
-            previous_hi = -1
-            for gap, length in zip(values[:half], values[half:], strict=True):
-                lo = previous_hi + 1 + _unzigzag(gap)
-                pairs.append((lo, lo + length))
-                previous_hi = lo + length
+            pairs = _packed_pairs(data)
         else:
             raise ValueError(f"ranges must be a list or a packed string, not {type(raw).__name__}")
+        ranges = cls()
         last = None
-        los: list[int] = []
-        his: list[int] = []
         for lo, hi in pairs:
             if hi < lo or (last is not None and lo <= last + 1):
                 raise ValueError("ranges are not sorted and disjoint")
-            los.append(lo)
-            his.append(hi)
+            ranges._append(lo, hi)
             last = hi
-        try:
-            ranges._lo, ranges._hi = array("q", los), array("q", his)
-        except OverflowError:
-            ranges._lo, ranges._hi = los, his
         return ranges
+
+    def _append(self, lo: int, hi: int) -> None:
+        """Store the range lo..hi after every stored one (the caller checked it lies above them)."""
+        while True:
+            try:
+                self._lo.append(lo)
+            except OverflowError:
+                self._widen()
+                continue
+            try:
+                self._hi.append(hi)
+                return
+            except OverflowError:
+                self._lo.pop()  # both arrays keep one entry per range
+                self._widen()
 
 
 def _zigzag(value: int) -> int:
@@ -227,6 +239,25 @@ def _varint(out: bytearray, value: int) -> None:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
+
+
+def _packed_pairs(data: bytes) -> Iterator[tuple[int, int]]:
+    """The (lo, hi) ranges `encode` packed: every gap, then every length, as two runs of varints of one count."""
+    count = len(data) - len(data.translate(None, _VARINT_ENDS))  # a varint ends at each byte below 0x80
+    if count % 2:
+        raise ValueError("packed ranges end mid-pair")
+    half = count // 2
+    gaps, lengths = _read_varints(data), _read_varints(data)
+    for _ in itertools.islice(lengths, half):
+        pass  # `lengths` starts after the gaps
+    previous_hi = -1
+    for gap, length in zip(itertools.islice(gaps, half), lengths, strict=True):
+        lo = previous_hi + 1 + _unzigzag(gap)
+        previous_hi = lo + length
+        yield lo, previous_hi
+
+
+_VARINT_ENDS = bytes(range(0x80))
 
 
 def _read_varints(data: bytes) -> Iterator[int]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from ._exceptions import StateError
@@ -30,7 +31,7 @@ from ._keyset import Key, KeySet
 if TYPE_CHECKING:
     from ._source import Source
 
-__all__ = ["STATE_VERSION", "AddKeys", "RemoveKeys", "StateDocument", "StatePatch"]
+__all__ = ["STATE_VERSION", "AddKeys", "KeysNotIn", "RemoveKeys", "StateDocument", "StatePatch"]
 
 logger = logging.getLogger("syncflow")
 
@@ -60,6 +61,25 @@ class RemoveKeys(AddKeys):
 
     def __repr__(self) -> str:
         return f"RemoveKeys({len(self.keys)} keys)"
+
+
+class KeysNotIn:
+    """A patch value that changes nothing: it resolves `future` with the keys of the key set at the patch's path that
+    are not in the one at `other` (a path from the stream's entry; a set that is absent counts as empty).
+
+    A source asks this of the drain instead of mirroring a key set on its own thread: when the drain applies it,
+    every earlier patch of the stream is applied, so the answer is the state's, exactly (a completed sweep's keys
+    known and not seen). The future is the only thing the drain hands across threads.
+    """
+
+    __slots__ = ("future", "other")
+
+    def __init__(self, other: tuple[str, ...], future: Future[list[Key]]) -> None:
+        self.other = other
+        self.future = future
+
+    def __repr__(self) -> str:
+        return f"KeysNotIn({'.'.join(self.other)})"
 
 
 class _LiveKeys:
@@ -176,11 +196,10 @@ class StateDocument:
                 if not isinstance(child, dict):
                     child = node[part] = {}
                 node = child
-            if isinstance(value, AddKeys):
-                live = node.get(path[-1])
-                if not isinstance(live, _LiveKeys):
-                    # The source validated (or reset) the saved set before sending keys for it.
-                    live = node[path[-1]] = _LiveKeys(KeySet.from_json(live, f"{stream_key} {'.'.join(path)}"))
+            if isinstance(value, KeysNotIn):
+                self._resolve(stream_key, node, path, value)
+            elif isinstance(value, AddKeys):
+                live = self._live(stream_key, node, path)
                 if isinstance(value, RemoveKeys):
                     for key in value.keys:
                         live.keys.discard(key)
@@ -191,6 +210,30 @@ class StateDocument:
                 node.pop(path[-1], None)
             else:
                 node[path[-1]] = copy.deepcopy(value) if isinstance(value, (dict, list)) else value
+
+    def _live(self, stream_key: str, node: dict[str, Any], path: tuple[str, ...]) -> _LiveKeys:
+        """The live key set at `path` (whose parent is `node`), made from the saved one on first use."""
+        live = node.get(path[-1])
+        if not isinstance(live, _LiveKeys):
+            # The source validated (or reset) the saved set before sending ops for it.
+            live = node[path[-1]] = _LiveKeys(KeySet.from_json(live, f"{stream_key} {'.'.join(path)}"))
+        return live
+
+    def _resolve(self, stream_key: str, node: dict[str, Any], path: tuple[str, ...], request: KeysNotIn) -> None:
+        if not request.future.set_running_or_notify_cancel():
+            return  # the source stopped waiting (cancelled): nobody reads the answer
+        try:
+            keys = self._live(stream_key, node, path).keys
+            parent: Any = self._streams[stream_key]
+            for part in request.other[:-1]:
+                parent = parent.get(part) if isinstance(parent, dict) else None
+            other = KeySet()
+            if isinstance(parent, dict) and parent.get(request.other[-1]) is not None:
+                other = self._live(stream_key, parent, request.other).keys
+            request.future.set_result(keys.difference(other))
+        except BaseException as exc:
+            request.future.set_exception(exc)  # the source sees it too; the drain fails the sync with it
+            raise
 
     def as_dict(self) -> dict[str, Any]:
         """The document to checkpoint. The caller must serialise it before the next `apply`."""

@@ -21,14 +21,16 @@ either (the first sweep is scheduled one interval after the upgrade; it learns e
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from .._exceptions import StateError
 from .._keyset import Key, KeySet
 from .._source import SourceReport
-from .._state import AddKeys, RemoveKeys, StatePatch
+from .._state import AddKeys, KeysNotIn, RemoveKeys, StatePatch
 from .._streams import Stream
 
 __all__ = ["KeyTracker", "SweepBudget"]
@@ -51,17 +53,18 @@ class SweepBudget:
         return True
 
 
-#: Keys a `KeyTracker` holds unmerged before it merges them. Unmerged keys cost ~40 bytes each (a list slot and the
-#: int or str object the row made; merged, a run of ids is two numbers of a range), and every stream's tracker holds
-#: its own: at 50,000 seven streams held up to ~14 MB, which was most of the growth of syncflow's peak RSS from
-#: 100,000 to 1,000,000 rows (BENCHMARKS.md, memory_probe). Merging costs the same per key at any chunk size (a sort
-#: and one range update each), so a smaller chunk costs no throughput.
+#: Seen keys a `KeyTracker` holds unmerged (during a sweep) before it merges them. Unmerged keys cost ~40 bytes each
+#: (a list slot and the int or str object the row made; merged, a run of ids is two numbers of a range), and every
+#: stream's tracker holds its own: at 50,000 seven streams held up to ~14 MB, which was most of the growth of
+#: syncflow's peak RSS from 100,000 to 1,000,000 rows (BENCHMARKS.md, memory_probe). Merging costs the same per key
+#: at any chunk size (a sort and one range update each), so a smaller chunk costs no throughput.
 MERGE_AFTER_KEYS = 5_000
 
 
 class KeyTracker:
-    """One stream's known keys and sweep, mirrored on the producer side as the patches it sends are applied in order
-    by the drain: at a sweep's end `known - seen` here equals the state's."""
+    """One stream's keys and sweep, on the producer side. The known keys live only in the state (the drain applies
+    the `AddKeys` sent here); a completed sweep asks the drain for `known - seen` (`finish`). The sweep's seen keys
+    are mirrored here as the patches are sent (AwardCo's paging reads them)."""
 
     def __init__(self, stream: Stream, prior: Mapping[str, Any], report: SourceReport) -> None:
         self.stream = stream
@@ -69,7 +72,9 @@ class KeyTracker:
         self.key_column = stream.primary_key[0]
         self._reset: list[tuple[tuple[str, ...], Any]] = []
         try:
-            self.known = KeySet.from_json(prior.get("keys"), f"{stream.key} keys")
+            # Read to validate it (and know its size), not kept: the state holds the known keys (a million ids with
+            # the simulator's gaps are ~0.8 MB of ranges; a second copy here was ~1.5 MiB of syncflow's peak RSS).
+            self.known_at_start = len(KeySet.from_json(prior.get("keys"), f"{stream.key} keys"))
             sweep = prior.get("sweep")
             if sweep is not None and not (isinstance(sweep, dict) and _unix(sweep.get("started"))):
                 raise StateError(f"state: {stream.key} has a malformed 'sweep' entry")
@@ -84,14 +89,11 @@ class KeyTracker:
             message = f"{exc}; its known keys start over and the next sweep relearns them"
             logger.warning("%s", message)
             report.warnings.append(message)
-            self.known, self.sweep, self.seen, self.swept = KeySet(), None, None, None
+            self.known_at_start, self.sweep, self.seen, self.swept = 0, None, None, None
             self._reset = [(("keys",), None), (("sweep",), None), (("swept",), None)]
         self.repaired = 0
-        # Keys sent since the mirrors were last brought up to date: merged when a sweep begins or ends, or once
-        # `MERGE_AFTER_KEYS` have piled up, so the common path (an incremental batch) costs a list extend, not a set
-        # insert per row, and a first sync of a million rows does not hold a million ints here (~36 bytes each in a
-        # list; the ranges of `KeySet` hold them in a few bytes).
-        self._unmerged: list[Key] = []
+        # Seen keys sent since the mirror was last brought up to date: merged when a sweep ends, or once
+        # `MERGE_AFTER_KEYS` have piled up, so a sweep's batch costs a list extend, not a set insert per row.
         self._unmerged_seen: list[Key] = []
 
     @property
@@ -105,20 +107,17 @@ class KeyTracker:
             return ops
         column = self.key_column
         keys: list[Key] = [row[column] for row in rows]
-        self._unmerged.extend(keys)
         ops.append((("keys",), AddKeys(keys)))
         if self.seen is not None:
             self._unmerged_seen.extend(keys)
             ops.append((("sweep", "seen"), AddKeys(keys)))
-        if len(self._unmerged) + len(self._unmerged_seen) >= MERGE_AFTER_KEYS:
-            # Safe at any time: every key here has been sent in a patch already; merging only updates the mirror.
-            self.merge()
+            if len(self._unmerged_seen) >= MERGE_AFTER_KEYS:
+                # Safe at any time: every key here has been sent in a patch already; merging only updates the mirror.
+                self.merge()
         return ops
 
     def merge(self) -> None:
-        """Bring `known` and `seen` up to date with every key sent so far."""
-        self.known.update(sorted(self._unmerged, key=_order))
-        self._unmerged.clear()
+        """Bring `seen` up to date with every key sent so far."""
         if self.seen is not None:
             self.seen.update(sorted(self._unmerged_seen, key=_order))
         self._unmerged_seen.clear()
@@ -154,13 +153,19 @@ class KeyTracker:
         self.sweep, self.seen = None, None
         return [(("sweep",), None)]
 
-    def finish(self) -> tuple[list[dict[str, Any]], StatePatch]:
-        """The deletes (as {column: key} rows) and patch ops that complete the sweep."""
+    async def finish(
+        self, ask: Callable[[StatePatch], Awaitable[None]]
+    ) -> tuple[list[dict[str, Any]], StatePatch]:
+        """The deletes (as {column: key} rows) and patch ops that complete the sweep.
+
+        `ask` sends a batch without rows carrying the given patch, after every batch sent for this stream so far; the
+        drain answers it once those are applied, with the keys the state knows and the sweep has not seen. Nothing
+        else of this stream may be sent until this returns (the answer would be out of date)."""
         assert self.sweep is not None and self.seen is not None
+        future: Future[list[Key]] = Future()
+        await ask([(("keys",), KeysNotIn(("sweep", "seen"), future))])
+        gone = await asyncio.wrap_future(future)
         self.merge()
-        gone = self.known.difference(self.seen)
-        for key in gone:
-            self.known.discard(key)
         started = self.sweep["started"]
         self.sweep, self.seen, self.swept = None, None, started
         self.report.repaired[self.stream.key] = self.report.repaired.get(self.stream.key, 0) + self.repaired

@@ -57,6 +57,7 @@ from .._pagination import IdKeysetPaginator
 from .._pipeline import Batch
 from .._redaction import Secret
 from .._source import SourceReport, SourceRun, report_conversions, run_alone, without_userinfo
+from .._state import StatePatch
 from .._streams import RowConverter, Stream
 from .._time import parse_iso8601
 from ._accelo_catalog import ACCELO_STREAMS, AcceloResource, accelo_resource
@@ -487,6 +488,10 @@ class _EntitySync:
             )
         )
 
+    async def _ask(self, patch: StatePatch) -> None:
+        """A batch without rows, to ask the drain something (`KeyTracker.finish`)."""
+        await self._send([], patch, requests=0)
+
     def _read_prior(self) -> tuple[int | None, int | None, dict[str, SliceState] | None]:
         run = self.prior.get("run")
         if isinstance(run, dict):
@@ -556,7 +561,7 @@ class _EntitySync:
         done.extend(self.keys.first_read_ops(self.server_now))
         deletes: list[dict[str, Any]] = []
         if refresh and self.keys.sweeping:
-            deletes, ops = self.keys.finish()
+            deletes, ops = await self.keys.finish(self._ask)
             done.extend(ops)
         elif refresh:
             done.append((("swept",), self.server_now))  # a refresh resumed from a state without its "seen" keys
@@ -604,7 +609,7 @@ class _EntitySync:
             self.keys.repaired += len(rows)
             self.keys.sweep["after"] = after
             await self._send(rows, [(("sweep", "after"), after)], requests=1)
-        deletes, ops = self.keys.finish()
+        deletes, ops = await self.keys.finish(self._ask)
         await self._send([], ops, requests=0 if ended_short else 1, deletes=deletes)  # 1: the empty page
 
     async def _new_window(self, lower: int, upper: int, *, from_cursor: bool) -> tuple[int, int] | None:
@@ -683,7 +688,8 @@ class _EntitySync:
     def _known_small(self) -> bool:
         """Whether this stream was read before and held less than a page (its known keys), on a deployment whose
         short pages are known to end a read: its first page alone is then expected to answer."""
-        return self.source.served_proven > 0 and self.keys.swept is not None and len(self.keys.known) < self.page_size
+        keys = self.keys
+        return self.source.served_proven > 0 and keys.swept is not None and keys.known_at_start < self.page_size
 
     async def _size_window(self) -> None:
         client = self.source._client

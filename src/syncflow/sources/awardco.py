@@ -56,7 +56,7 @@ from .._pagination import page_count, page_has_more
 from .._pipeline import Batch, fetch_in_order
 from .._redaction import Secret
 from .._source import SourceReport, SourceRun, report_conversions, without_userinfo
-from .._state import AddKeys
+from .._state import AddKeys, StatePatch
 from .._streams import RowConverter, Stream
 from .._time import parse_iso8601
 from ._reconcile import KeyTracker, SweepBudget
@@ -538,7 +538,10 @@ class _AwardcoRun:
                 Batch(USER.key, USER.source, USER.table, [], [(("sweep", "next_page"), 1), (("sweep", "pass"), 1)])
             )
             return
-        deletes, ops = keys.finish()
+        async def ask(patch: StatePatch) -> None:
+            await self._send.send(Batch(USER.key, USER.source, USER.table, [], patch))
+
+        deletes, ops = await keys.finish(ask)
         await self._send.send(Batch(USER.key, USER.source, USER.table, [], ops, deletes=deletes))
 
 
