@@ -1,4 +1,4 @@
-"""The ordered pipeline: fetch concurrently on an event-loop thread, write in order on the caller's thread.
+"""The ordered pipeline: fetch concurrently on an event-loop thread, write each stream in order on the caller's thread.
 
     event-loop thread (anyio, asyncio backend)          caller's thread (the SDK's update())
     producers ──send(Batch)──▶ bounded memory stream ──▶ drain: sink.upsert(row) for each row,
@@ -10,7 +10,9 @@ Invariants, each relied on by the resume guarantee:
 - Only the drain calls the sink, so `op.*` runs on the thread that called `update()`.
 - A batch's state patch is applied after all of its rows are upserted and its deletes sent; a checkpoint is the
   state as of the last applied patch, so it never covers a row that was not upserted.
-- Producers send a stream's (or a slice's) batches in order, so patches arrive in order per slice.
+- Producers send a stream's (or a slice's) batches in order, so patches arrive in order per slice; the drain keeps
+  that order per stream and may reorder only across streams (`_Held`: a table at a time), whose state entries are
+  independent.
 - The stream is bounded (`queue_pages`): a slow drain stalls the fetchers, memory does not grow with the data.
 - Streams fail alone (their sources contain a stream's failure); an error that reaches the pipeline cancels every
   fetch, and on every exit path (an error, cancellation, KeyboardInterrupt, the consumer closing the generator) a
@@ -521,14 +523,10 @@ async def _take_queued(receive: MemoryObjectReceiveStream[Batch]) -> list[Batch]
 async def _receive_available(receive: MemoryObjectReceiveStream[Batch]) -> list[Batch]:
     """Wait for one batch, then take whatever else is already queued: one thread hop for many batches."""
     try:
-        batches = [await receive.receive()]
+        first = await receive.receive()
     except anyio.EndOfStream:
         return []
-    while True:
-        try:
-            batches.append(receive.receive_nowait())
-        except (anyio.WouldBlock, anyio.EndOfStream):
-            return batches
+    return [first, *await _take_queued(receive)]
 
 
 class _Slot(Generic[T]):
