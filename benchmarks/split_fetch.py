@@ -46,7 +46,11 @@ def _child() -> int:
         send((_CHECKPOINT, dict(state)))
         out.flush()  # the writer should not wait for a buffer to fill to see a checkpoint
 
-    batches = iterate_sync(Settings.from_mapping(configuration), StateDocument.load({}), on_checkpoint=checkpoint)
+    settings = Settings.from_mapping(configuration)
+    # The same drain order as `run_sync` gives the SDK sink: a stream at a time (fewer table writes by the runner).
+    batches = iterate_sync(
+        settings, StateDocument.load({}), on_checkpoint=checkpoint, hold_pages=2 * settings.queue_pages
+    )
     for batch in batches:
         send((_ROWS, batch.schema, batch.table, list(batch.rows)))
     out.flush()
