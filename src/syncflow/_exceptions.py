@@ -41,6 +41,17 @@ __all__ = [
 class SyncflowError(Exception):
     """The base of every error syncflow raises on purpose."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as class, args and attributes, not by calling __init__ again: the subclasses take keyword-only
+        # arguments that `args` does not hold. (The connector's fetch process reports its errors this way.)
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+def _restore(kind: type[SyncflowError], args: tuple[Any, ...], attributes: dict[str, Any]) -> SyncflowError:
+    error = kind.__new__(kind, *args)
+    error.__dict__.update(attributes)
+    return error
+
 
 class ConfigurationError(SyncflowError, ValueError):
     """A configuration value is missing or malformed. The message names the key and the fix."""
