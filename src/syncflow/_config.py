@@ -107,6 +107,9 @@ KEYS: tuple[Key, ...] = (
         "Pages queued between fetching and writing (bounds memory; a sync's writer holds up to twice as many more, "
         "to write a table at a time).", "integer",
         "64", "64", minimum=1, maximum=100_000),
+    Key("fetch_process", "Fetch in a separate process", "fivetran debug / deploy: fetch and decode pages in a child "
+        "process, so the SDK's writer has the Python interpreter to itself (~10 % faster on two or more cores); "
+        "false: on a thread of the connector's own process.", "boolean", "true"),
     Key("request_timeout_seconds", "Request timeout (s)", "Timeout of one HTTP request.", "number", "60", "60",
         minimum=0.001),
     Key("max_retries", "Retries per request (deprecated)", "Deprecated and ignored: retries are bounded by time "
@@ -219,6 +222,9 @@ class Settings:
     checkpoint_every_rows: int = 5000
     checkpoint_every_seconds: float = 30.0
     queue_pages: int = 64
+    # The connector (`syncflow.fivetran.update`) fetches in a child process (`_fetch_process`); the Python API
+    # always fetches on a thread of the caller's process.
+    fetch_process: bool = True
     request_timeout_seconds: float = 60.0
     max_retry_seconds: float = 300.0  # how long one request is retried after its first failure (the only bound)
     max_response_mb: float = DEFAULT_MAX_RESPONSE_MB
@@ -543,6 +549,7 @@ def _parse(raw: Mapping[str, Any], plugins: tuple[Source, ...]) -> Settings:
         checkpoint_every_rows=reader.integer("checkpoint_every_rows"),
         checkpoint_every_seconds=reader.number("checkpoint_every_seconds"),
         queue_pages=reader.integer("queue_pages"),
+        fetch_process=reader.boolean("fetch_process"),
         request_timeout_seconds=reader.number("request_timeout_seconds"),
         max_retry_seconds=reader.number("max_retry_seconds"),
         max_response_mb=reader.number(MAX_RESPONSE_KEY),

@@ -25,6 +25,7 @@ from fivetran_connector_sdk import Operations as op
 from ._config import Key, Settings, all_keys, configured_secrets
 from ._edge import resolve_transport
 from ._exceptions import AuthenticationError, PermissionDenied, StreamsFailed, SyncflowError
+from ._fetch_process import FetchProcessUnavailable, run_in_child
 from ._progress import LogProgress
 from ._redaction import Secret, redact_text
 from ._setup import SetupReport, probe
@@ -146,8 +147,7 @@ def update(configuration: Mapping[str, Any], state: Mapping[str, Any]) -> None:
             document = StateDocument.load(state)
             if settings.use_mock:
                 log.info("use_mock is true: syncing from the embedded simulated Accelo and AwardCo APIs")
-            transport = resolve_transport(settings, None)  # the simulator's, when use_mock
-            result = run_sync(settings, FivetranSink(), document, progress=LogProgress(), transport=transport)
+            result = _run(settings, configuration, state, document)
         except StreamsFailed as exc:
             # Everything else completed and is checkpointed: say so per stream, then fail with one line.
             _summarise(exc.result)
@@ -169,6 +169,21 @@ def update(configuration: Mapping[str, Any], state: Mapping[str, Any]) -> None:
             _fail(redact_text("\n".join(lines), secrets))
             return
         _summarise(result)
+
+
+def _run(
+    settings: Settings, configuration: Mapping[str, Any], state: Mapping[str, Any], document: StateDocument
+) -> SyncResult:
+    if settings.fetch_process:
+        # The event loop in a child process: the SDK's writer keeps the interpreter lock to itself.
+        try:
+            return run_in_child(configuration, state, FivetranSink())
+        except FetchProcessUnavailable as exc:  # nothing was delivered: the thread can do the whole sync
+            logging.getLogger("syncflow").warning(  # through the SDK's log, redacted like every syncflow line
+                "%s; fetching on a thread of this process instead (fetch_process=false skips the try)", exc
+            )
+    transport = resolve_transport(settings, None)  # the simulator's, when use_mock
+    return run_sync(settings, FivetranSink(), document, progress=LogProgress(), transport=transport)
 
 
 def _refused(error: SyncflowError) -> bool:
