@@ -10,6 +10,7 @@ import logging
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -31,7 +32,7 @@ from syncflow._exceptions import (
     SyncflowError,
     TransportError,
 )
-from syncflow._fetch_process import run_in_child
+from syncflow._fetch_process import FetchProcessUnavailable, run_in_child
 from syncflow._state import StateDocument
 from syncflow.sim import SimConfig, Simulator
 
@@ -130,12 +131,12 @@ def test_errors_and_warnings_reach_the_parent_as_the_thread_raises_and_logs_them
             sync_once(sim, RecordingSink(), accelo_client_secret="wrong-secret")
         with pytest.raises(SyncflowError) as in_child:
             run_in_child({**configuration, "accelo_client_secret": "wrong-secret"}, {}, RecordingSink())
-    assert type(in_child.value) is type(in_thread.value)
+    assert type(in_child.value) is type(in_thread.value) is StreamsFailed  # a 401 ends Accelo; AwardCo completes
     assert str(in_child.value) == str(in_thread.value)
     assert "wrong-secret" not in str(in_child.value)
-    if isinstance(in_child.value, StreamsFailed):
-        assert all(isinstance(e, AuthenticationError) for e in in_child.value.failures.values())
-        assert "awardco.user" in in_child.value.result.completed  # the other source still synced, and says so
+    failures = in_child.value.failures
+    assert failures and all(type(e) is AuthenticationError and e.status_code == 401 for e in failures.values())
+    assert "awardco.user" in in_child.value.result.completed  # the other source still synced, and says so
 
 
 def test_a_child_that_dies_mid_sync_is_an_error_and_earlier_checkpoints_stand(
@@ -143,56 +144,101 @@ def test_a_child_that_dies_mid_sync_is_an_error_and_earlier_checkpoints_stand(
 ) -> None:
     sim, configuration = served
 
+    killed: list[int] = []
+
     class KillsTheChild(RecordingSink):
         def checkpoint(self, state: Any) -> None:
             super().checkpoint(state)
             if len(self.checkpoints) == 2:
-                for pid in _children(os.getpid()):
+                killed.extend(_children(os.getpid()))
+                for pid in killed:
                     os.kill(pid, signal.SIGKILL)
 
     sink = KillsTheChild()
     with pytest.raises(SyncflowError, match="fetch process ended"):
         run_in_child(configuration, {}, sink)
-    assert len(sink.checkpoints) >= 2
-    assert not _children(os.getpid()) or not any(_running(pid) for pid in _children(os.getpid()))
+    assert len(killed) == 1 and not _running(killed[0])
+    # The rows upserted after the last checkpoint the child sent are checkpointed on the way out (their batches'
+    # patches came with them): the state covers every row the parent holds, and no more.
+    assert sink.log[-1][0] == "checkpoint" and len(sink.checkpoints) >= 3
     resumed = RecordingSink()
     resumed.tables = {stream: dict(rows) for stream, rows in sink.tables.items()}
     sync_once(sim, resumed, StateDocument.load(sink.checkpoints[-1]), **_same_source(configuration))
     assert_matches_truth(resumed, sim)
 
 
-def test_the_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
-    sim = Simulator(SimConfig(seed=5, accelo_counts=COUNTS, awardco_users=180, latency=0.2))
-    with serve_on_loopback(sim) as url:
-        configuration = sim_configuration(accelo_base_url=url, awardco_base_url=url, max_concurrency="1")
-        script = tmp_path / "parent.py"
-        script.write_text(
-            textwrap.dedent(
-                f"""
-                import sys
-                sys.path[:0] = {[str(Path(__file__).parent), str(Path(__file__).parents[1] / "src")]!r}
-                from support.sim import RecordingSink
-                from syncflow._fetch_process import run_in_child
-                run_in_child({configuration!r}, {{}}, RecordingSink())
-                """
-            )
+def test_the_child_exits_when_its_parent_is_killed_even_while_it_waits_on_the_network(tmp_path: Path) -> None:
+    # A server that takes connections and never answers: the child sits in its first request (minutes of timeout
+    # and retries), so only its watch on the parent's pipe can end it within the deadline below.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    configuration = sim_configuration(accelo_base_url=url, awardco_base_url=url, max_retry_seconds="120")
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path[:0] = {[str(Path(__file__).parent), str(Path(__file__).parents[1] / "src")]!r}
+            from support.sim import RecordingSink
+            from syncflow._fetch_process import FetchProcessUnavailable, run_in_child
+            run_in_child({configuration!r}, {{}}, RecordingSink())
+            """
         )
-        parent = subprocess.Popen([sys.executable, str(script)])
-        try:
-            deadline = time.monotonic() + 30
-            while not (children := _children(parent.pid)):
-                assert parent.poll() is None and time.monotonic() < deadline, "no fetch process started"
-                time.sleep(0.05)
-            time.sleep(0.5)  # mid-sync: at 0.2 s a request and one request in flight, it has minutes to go
+    )
+    parent = subprocess.Popen([sys.executable, str(script)])
+    try:
+        deadline = time.monotonic() + 30
+        while not (children := _children(parent.pid)):
+            assert parent.poll() is None and time.monotonic() < deadline, "no fetch process started"
+            time.sleep(0.05)
+        time.sleep(2.0)  # past its imports, waiting on the silent server
+        assert all(_running(pid) for pid in children)
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while any(_running(pid) for pid in children):
+            assert time.monotonic() < deadline, "the fetch process outlived its parent"
+            time.sleep(0.05)
+    finally:
+        if parent.poll() is None:
             parent.kill()
-            parent.wait()
-            deadline = time.monotonic() + 10
-            while any(_running(pid) for pid in children):
-                assert time.monotonic() < deadline, "the fetch process outlived its parent"
-                time.sleep(0.05)
-        finally:
-            if parent.poll() is None:
-                parent.kill()
+        silent.close()
+
+
+def test_a_sink_that_fails_stops_the_child_and_checkpoints_what_it_took(
+    served: tuple[Simulator, dict[str, str]],
+) -> None:
+    sim, configuration = served
+    started: list[int] = []
+
+    class Breaks(RecordingSink):
+        def upsert(self, schema: str, table: str, row: Any) -> None:
+            if not started:
+                started.extend(_children(os.getpid()))
+            if self.upserts == 700:
+                raise OSError("the destination went away")
+            super().upsert(schema, table, row)
+
+    sink = Breaks()
+    with pytest.raises(OSError, match="destination went away"):
+        run_in_child(configuration, {}, sink)
+    assert len(started) == 1 and not _running(started[0])
+    assert sink.log[-1][0] == "checkpoint"  # taken on the way out, after the last whole batch upserted
+    resumed = RecordingSink()
+    resumed.tables = {stream: dict(rows) for stream, rows in sink.tables.items()}
+    sync_once(sim, resumed, StateDocument.load(sink.checkpoints[-1]), **_same_source(configuration))
+    assert_matches_truth(resumed, sim)
+
+
+def test_a_child_that_prints_before_its_frames_is_not_trusted(monkeypatch: Any) -> None:
+    import syncflow._fetch_process as fetch_process
+
+    script = "import sys; print('hello from a sitecustomize', flush=True); sys.stdin.buffer.read()"
+    monkeypatch.setattr(fetch_process, "_child_command", lambda: [sys.executable, "-c", script])
+    with pytest.raises(FetchProcessUnavailable, match="hello from"):
+        run_in_child(sim_configuration(), {}, RecordingSink())
 
 
 @pytest.mark.parametrize("executable", ["/bin/false", "/nonexistent/python"])
@@ -202,14 +248,13 @@ def test_a_child_that_cannot_start_leaves_the_connector_to_fetch_on_a_thread(
     from fivetran_connector_sdk import Connector, Logging
     from fivetran_connector_sdk_cli import core_adapter
 
-    from syncflow._fetch_process import FetchProcessUnavailable
     from syncflow.fivetran import schema, update
 
     sim, configuration = served
     monkeypatch.setattr(sys, "executable", executable)
     with pytest.raises(FetchProcessUnavailable):
         run_in_child(configuration, {}, RecordingSink())
-    Logging.LOG_LEVEL = Logging.Level.INFO
+    monkeypatch.setattr(Logging, "LOG_LEVEL", Logging.Level.INFO)
     connector = Connector(update=update, schema=schema)
     connector.project_path = str(tmp_path)
     connector.configuration = configuration

@@ -4,23 +4,25 @@ and the SDK's thread in this process only upserts rows and checkpoints states.
 Why: in `fivetran debug` the SDK's writer is CPU-bound (`op.upsert` per row, the runner's table writes), and the
 event loop's CPU (HTTP, decoding: ~0.8 s per 35,000 rows) shares its interpreter lock, so every millisecond the loop
 runs is one the writer waits, although the machine has a second core. In a child process the two run side by side:
-the bare-loop floor's 87-88 % became 96 % at zero latency (`python -m benchmarks.floor_ratio --scale 20`).
+the bare-loop floor's 87-88 % became ~95 % at zero latency (`python -m benchmarks.floor_ratio --scale 20`).
 
 The child runs exactly what the thread would (`iterate_sync`: the same sources, retries, ordering, held runs of one
-stream, state patches) and writes, to its stdout, frames in the order the drain produced them:
+stream, state patches) and writes to its stdout, after a magic line, frames in the order its drain produced them:
 
-    ROWS (schema, table, rows, deletes) ... CHECKPOINT (state) ... LOG (level, text) ... RESULT | ERROR
+    BASE (state) ROWS (rows, deletes, patch) ... CHECKPOINT (state) ... LOG (level, text) ... RESULT | ERROR
 
-A batch counts as finished in the child once its frame is written, so a CHECKPOINT frame always follows the ROWS
-frames of every batch it covers; this process upserts each ROWS frame before it reads the next frame, so it never
-checkpoints a state whose rows it has not upserted (the same invariant as the thread's drain, one pipe later).
-The pipe is the back-pressure: a writer behind blocks the child's drain, whose bounded queue then stops the
-fetchers, so memory stays bounded.
+A batch counts as finished in the child once its ROWS frame is written, so a CHECKPOINT frame always follows the
+ROWS frames of every batch it covers; this process upserts each ROWS frame before it reads the next frame, so it
+never checkpoints a state whose rows it has not upserted (the thread's invariant, one pipe later). The pipe is the
+back-pressure: a writer behind blocks the child's drain, whose bounded queue then stops the fetchers.
+
+Failures keep what completed, as on the thread: a failure in the child sends its final CHECKPOINT before its ERROR;
+a failure here (a sink that raises, an interrupt, a child that dies) checkpoints the last state the child sent
+plus the patches of the batches upserted since (each ROWS frame carries its batch's patch), before it is raised.
 
 Lifetimes: the configuration (with its secrets) goes over the child's stdin, never argv or the environment; the
 child keeps reading stdin and exits at once when it closes, so a parent killed at any instant takes its child
-with it. Every way out of `run_in_child` ends the child. The child ignores SIGINT: an interrupt is the parent's to
-handle (it stops reading and ends the child; its last checkpoint covers what it upserted).
+with it, and every way out of `run_in_child` closes it. The child ignores SIGINT: an interrupt is the parent's.
 """
 
 from __future__ import annotations
@@ -29,19 +31,20 @@ import contextlib
 import logging
 import os
 import pickle
+import queue
 import signal
 import struct
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from ._exceptions import SyncflowError
 from ._pipeline import Batch, Sink, deliver
-from ._progress import LogProgress
+from ._state import KeysNotIn, StateDocument, StatePatch
 from ._streams import Stream
 from ._sync import SyncResult
 
@@ -49,41 +52,63 @@ __all__ = ["FetchProcessUnavailable", "run_in_child"]
 
 logger = logging.getLogger("syncflow")
 
+_MAGIC = b"syncflow fetch frames 1\n"  # first on the pipe: anything else there (a stray print) is not our child
 _HEADER = struct.Struct(">Q")
-_ROWS, _CHECKPOINT, _LOG, _RESULT, _ERROR = range(5)
+_MAX_FRAME = 1 << 32  # a length past this is not a frame (it would be a state of billions of keys)
+_BASE, _ROWS, _CHECKPOINT, _LOG, _RESULT, _ERROR = range(6)
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
+class FetchProcessUnavailable(SyncflowError):
+    """The fetch process could not start, or ended before its first frame: nothing was delivered, so the caller
+    may fetch on a thread instead."""
+
+
+# The child ------------------------------------------------------------------------------------------------------
+
+
 class _FrameWriter:
-    """Frames to the parent, one at a time: the drain (rows, checkpoints) and every thread that logs share it."""
+    """Frames to the parent, one at a time (the drain and the log sender share the pipe), each flushed at once: a
+    page held in a buffer is a page the writer waits for."""
 
     def __init__(self, out: BinaryIO) -> None:
         self._out = out
         self._lock = threading.Lock()
 
     def send(self, frame: tuple[Any, ...]) -> None:
-        payload = pickle.dumps(frame, _PROTOCOL)
+        payload = pickle.dumps(frame, _PROTOCOL)  # before the lock: a frame that cannot be pickled writes nothing
         with self._lock:
             self._out.write(_HEADER.pack(len(payload)))
             self._out.write(payload)
-            # At once: a page held in a buffer is a page the writer waits for (at the start, the whole sync would
-            # wait for the buffer to fill).
             self._out.flush()
 
 
-class _FrameLogHandler(logging.Handler):
-    """The child's syncflow log records, as text, to the parent (which logs them through its own handlers, so the
-    SDK's log and secret redaction apply as they do to the thread's records)."""
+class _LogSender(logging.Handler):
+    """The child's syncflow log records, as text, to the parent (which logs them through its own handlers: the
+    SDK's log and its secret redaction). Queued and sent by a thread of their own, so a line logged on the event
+    loop never waits for the pipe while the writer is behind."""
 
     def __init__(self, frames: _FrameWriter) -> None:
         super().__init__(logging.INFO)
         self._frames = frames
+        self._queue: queue.SimpleQueue[tuple[int, str] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._send_all, name="syncflow-log-sender", daemon=True)
+        self._thread.start()
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._frames.send((_LOG, record.levelno, record.getMessage()))
+            self._queue.put((record.levelno, record.getMessage()))
         except Exception:
             self.handleError(record)
+
+    def _send_all(self) -> None:
+        while (item := self._queue.get()) is not None:
+            self._frames.send((_LOG, *item))
+
+    def drain(self) -> None:
+        """Send every line logged so far (before the result, so none is lost to the exit)."""
+        self._queue.put(None)
+        self._thread.join(timeout=30)
 
 
 def _exit_when_parent_goes() -> None:
@@ -95,48 +120,90 @@ def _exit_when_parent_goes() -> None:
     os._exit(0)
 
 
+def _portable(patch: StatePatch) -> StatePatch:
+    # KeysNotIn changes nothing (it asks the child's drain a question) and holds a Future: it stays in the child.
+    return [(path, value) for path, value in patch if not isinstance(value, KeysNotIn)]
+
+
+def _describe(exc: BaseException) -> str:
+    nested = getattr(exc, "exceptions", None)
+    if nested:  # a task group's exception group: name what happened, not "1 sub-exception"
+        return _describe(nested[0])
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _send_error(frames: _FrameWriter, error: SyncflowError) -> None:
+    try:
+        frames.send((_ERROR, error))
+    except Exception:  # an attribute that does not pickle: the message still gets through
+        frames.send((_ERROR, SyncflowError(str(error) or type(error).__name__)))
+
+
 def _child_main() -> int:
     from ._config import Settings
     from ._edge import resolve_transport
-    from ._state import StateDocument
+    from ._progress import LogProgress
     from ._sync import iterate_sync
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Frames own the real stdout; anything else printed here (a library's stray print) goes to stderr instead.
     frames_out = os.fdopen(os.dup(1), "wb", buffering=1 << 16)
     os.dup2(2, 1)
-    stdin = sys.stdin.buffer
-    configuration, state, streams = pickle.load(stdin)
+    frames_out.write(_MAGIC)
+    frames_out.flush()
+    configuration, state, streams = pickle.load(sys.stdin.buffer)
     threading.Thread(target=_exit_when_parent_goes, name="syncflow-parent-watch", daemon=True).start()
     frames = _FrameWriter(frames_out)
     syncflow_logger = logging.getLogger("syncflow")
-    syncflow_logger.disabled = True  # the parent parsed the same configuration and logged its warnings once
+    syncflow_logger.disabled = True  # the parent read the same configuration and state, and logged their warnings
     try:
         settings = Settings.from_mapping(configuration)
+        document = StateDocument.load(state)
     finally:
         syncflow_logger.disabled = False
-    syncflow_logger.addHandler(_FrameLogHandler(frames))
+    logs = _LogSender(frames)
+    syncflow_logger.addHandler(logs)
     syncflow_logger.setLevel(logging.INFO)
     syncflow_logger.propagate = False
+    batches = None
     try:
         batches = iterate_sync(
-            settings, StateDocument.load(state), streams=streams, transport=resolve_transport(settings, None),
+            settings, document, streams=streams, transport=resolve_transport(settings, None),
             progress=LogProgress(), on_checkpoint=lambda s: frames.send((_CHECKPOINT, s)),
             hold_pages=2 * settings.queue_pages,  # as run_sync: runs of one table, fewer table writes by the runner
         )  # fmt: skip
+        first = True
         while True:
             try:
                 batch = next(batches)
             except StopIteration as done:
-                frames.send((_RESULT, done.value))
-                return 0
-            frames.send((_ROWS, batch.schema, batch.table, list(batch.rows), list(batch.deletes)))
-    except SyncflowError as exc:  # StreamsFailed (everything else checkpointed) included: raised again there
-        frames.send((_ERROR, exc))
-    except BaseException as exc:  # a bug: the parent reports it as one line (its type and message), no traceback
-        error = SyncflowError(f"the fetch process failed: {type(exc).__name__}: {exc}")
-        frames.send((_ERROR, error))
+                result: SyncResult = done.value
+                break
+            if first:  # the state the patches apply to (sources adopted), for the parent's checkpoint on failure
+                frames.send((_BASE, document.as_dict()))
+                first = False
+            patch = _portable(batch.patch)
+            frames.send((_ROWS, batch.stream, batch.schema, batch.table, batch.rows, batch.deletes, patch))
+    except BaseException as exc:
+        # The generator takes its final checkpoint (of every batch whose frame went out) as it closes: before the
+        # error, so the parent keeps those rows.
+        if batches is not None:
+            with contextlib.suppress(BaseException):
+                batches.close()
+        logs.drain()
+        error = exc if isinstance(exc, SyncflowError) else SyncflowError(f"the fetch process failed: {_describe(exc)}")
+        _send_error(frames, error)
+        return 1
+    logs.drain()
+    try:
+        frames.send((_RESULT, result))
+    except Exception as exc:
+        _send_error(frames, SyncflowError(f"the fetch process could not report its result: {_describe(exc)}"))
+        return 1
     return 0
+
+
+# The parent -----------------------------------------------------------------------------------------------------
 
 
 def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
@@ -148,20 +215,63 @@ def _read_exactly(stream: IO[bytes], size: int) -> bytes | None:
     return data
 
 
-def _frames(stream: IO[bytes]) -> Any:
+def _frames(stream: IO[bytes]) -> Iterator[tuple[Any, ...]]:
     while True:
         header = _read_exactly(stream, _HEADER.size)
         if header is None:
             return
-        payload = _read_exactly(stream, _HEADER.unpack(header)[0])
+        (size,) = _HEADER.unpack(header)
+        if size > _MAX_FRAME:
+            raise SyncflowError(f"the fetch process sent something that is not a frame ({size} bytes announced)")
+        payload = _read_exactly(stream, size)
         if payload is None:
             raise SyncflowError("the fetch process ended mid-frame")
-        yield pickle.loads(payload)
+        try:
+            frame = pickle.loads(payload)
+        except Exception as exc:
+            raise SyncflowError(f"the fetch process sent a frame that could not be read ({_describe(exc)})") from exc
+        yield frame
 
 
-class FetchProcessUnavailable(SyncflowError):
-    """The fetch process could not start, or ended before its first word: nothing was delivered, so the caller
-    may fetch on a thread instead."""
+class _Delivered:
+    """What the parent can still checkpoint if it fails: the last state the child sent (BASE or CHECKPOINT) and the
+    patches of the batches upserted since."""
+
+    def __init__(self) -> None:
+        self.base: Mapping[str, Any] | None = None
+        self.patches: list[tuple[str, StatePatch]] = []
+
+    def rebase(self, state: Mapping[str, Any]) -> None:
+        self.base, self.patches = state, []
+
+    def checkpoint_on_failure(self, sink: Sink, cause: BaseException) -> None:
+        if self.base is None or not self.patches:
+            return
+        try:
+            syncflow_logger = logging.getLogger("syncflow")
+            previous, syncflow_logger.disabled = syncflow_logger.disabled, True  # the child's own state: no news
+            try:
+                document = StateDocument.load(self.base)
+            finally:
+                syncflow_logger.disabled = previous
+            for stream, patch in self.patches:
+                document.apply(stream, patch)
+            sink.checkpoint(document.as_dict())
+        except Exception as exc:
+            logger.error("could not checkpoint on the way out (%s: %s) after: %s", type(exc).__name__, exc, cause)
+
+
+def _child_command() -> list[str]:
+    # -P (3.11+): no current directory first on the child's path, so a file there cannot shadow a module.
+    return [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-m", "syncflow._fetch_process"]
+
+
+def _child_environment() -> dict[str, str]:
+    # The child imports what this process imports: this very syncflow first, then this process's own path (a
+    # runtime that adds directories to sys.path, as connector.py adds src/, does not put them in PYTHONPATH).
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    paths = [package_parent, *(p for p in sys.path if p), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(p for p in paths if p))}
 
 
 def run_in_child(
@@ -175,32 +285,38 @@ def run_in_child(
     and checkpoints reach `sink` on this thread, in the child's drain order. Raises what `run_sync` would
     (`StreamsFailed` after everything completed is checkpointed, another `SyncflowError` for a sync that could not
     run) as the child raised it; `FetchProcessUnavailable` when no child could be had (nothing was delivered)."""
-    package_parent = str(Path(__file__).resolve().parent.parent)  # so the child imports this very syncflow
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH", "")) if p)
     with tempfile.TemporaryFile() as stderr:
         try:
             child = subprocess.Popen(
-                [sys.executable, "-m", "syncflow._fetch_process"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=stderr, env=env, bufsize=1 << 20,
+                _child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                env=_child_environment(), bufsize=1 << 20,
             )  # fmt: skip
         except OSError as exc:
             raise FetchProcessUnavailable(f"the fetch process could not start: {exc}") from exc
         assert child.stdin is not None and child.stdout is not None
+        delivered = _Delivered()
         heard = False
         try:
             with contextlib.suppress(BrokenPipeError):  # it ended at once: said below, with its stderr's last line
                 child.stdin.write(pickle.dumps((dict(configuration), dict(state), streams), _PROTOCOL))
                 child.stdin.flush()  # kept open: closing it tells the child to stop
+            magic = child.stdout.read(len(_MAGIC))
+            if magic != _MAGIC:
+                code = child.wait() if not magic else child.poll()
+                found = f"it wrote {magic[:40]!r}" if magic else f"exit code {code}"
+                raise FetchProcessUnavailable(f"the fetch process did not start ({found}{_last_line(stderr)})")
+            heard = True
             for frame in _frames(child.stdout):
-                heard = True
                 kind = frame[0]
                 if kind == _ROWS:
-                    _, schema, table, rows, deletes = frame
-                    batch = Batch(stream=f"{schema}.{table}", schema=schema, table=table, rows=rows, deletes=deletes)
-                    deliver(sink, batch)
+                    _, stream, schema, table, rows, deletes, patch = frame
+                    deliver(sink, Batch(stream=stream, schema=schema, table=table, rows=rows, deletes=deletes))
+                    delivered.patches.append((stream, patch))
                 elif kind == _CHECKPOINT:
                     sink.checkpoint(frame[1])
+                    delivered.rebase(frame[1])
+                elif kind == _BASE:
+                    delivered.rebase(frame[1])
                 elif kind == _LOG:
                     logger.log(frame[1], "%s", frame[2])
                 elif kind == _RESULT:
@@ -210,12 +326,13 @@ def run_in_child(
                     error: SyncflowError = frame[1]
                     raise error
             code = child.wait()
-            last = _last_line(stderr)
-            why = f"exit code {code}" + (f": {last}" if last else "")
-            if not heard:
-                raise FetchProcessUnavailable(f"the fetch process ended before it started ({why})")
-            raise SyncflowError(f"the fetch process ended without a result ({why}); the next sync resumes from the "
-                                "last checkpoint")  # fmt: skip
+            raise SyncflowError(
+                f"the fetch process ended without a result (exit code {code}{_last_line(stderr)}); the next sync "
+                "resumes from the last checkpoint"
+            )
+        except BaseException as exc:
+            delivered.checkpoint_on_failure(sink, exc)
+            raise
         finally:
             with contextlib.suppress(BrokenPipeError):  # a child that died leaves a pipe nobody reads
                 child.stdin.close()
@@ -236,12 +353,18 @@ def _lines(stderr: IO[bytes]) -> list[str]:
 
 
 def _last_line(stderr: IO[bytes]) -> str:
-    lines = _lines(stderr)
-    return lines[-1].strip()[:300] if lines else ""
+    stderr.seek(0, os.SEEK_END)
+    stderr.seek(max(0, stderr.tell() - 4096))
+    lines = [line for line in stderr.read().decode(errors="replace").splitlines() if line.strip()]
+    return f": {lines[-1].strip()[:300]}" if lines else ""
 
 
 if __name__ == "__main__":
-    code = _child_main()
+    try:
+        code = _child_main()
+    except BaseException as exc:  # the parent reports the exit; one line here, no traceback
+        print(f"fetch process: {_describe(exc)}", file=sys.stderr, flush=True)
+        code = 1
     # Everything is said (each frame is flushed as it is sent): skip the interpreter's teardown, which would only
     # keep the parent waiting.
     os._exit(code)
