@@ -52,6 +52,16 @@ def _same_source(configuration: dict[str, str]) -> dict[str, str]:
     return {key: configuration[key] for key in ("accelo_base_url", "awardco_base_url")}
 
 
+def _resumed_from_the_last_checkpoint_equals_truth(
+    sim: Simulator, sink: RecordingSink, configuration: dict[str, str]
+) -> None:
+    """What a sync resumed from the sink's last checkpoint, on top of the rows it holds, leaves: the ground truth."""
+    resumed = RecordingSink()
+    resumed.tables = {stream: dict(rows) for stream, rows in sink.tables.items()}
+    sync_once(sim, resumed, StateDocument.load(sink.checkpoints[-1]), **_same_source(configuration))
+    assert_matches_truth(resumed, sim)
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -161,10 +171,7 @@ def test_a_child_that_dies_mid_sync_is_an_error_and_earlier_checkpoints_stand(
     # The rows upserted after the last checkpoint the child sent are checkpointed on the way out (their batches'
     # patches came with them): the state covers every row the parent holds, and no more.
     assert sink.log[-1][0] == "checkpoint" and len(sink.checkpoints) >= 3
-    resumed = RecordingSink()
-    resumed.tables = {stream: dict(rows) for stream, rows in sink.tables.items()}
-    sync_once(sim, resumed, StateDocument.load(sink.checkpoints[-1]), **_same_source(configuration))
-    assert_matches_truth(resumed, sim)
+    _resumed_from_the_last_checkpoint_equals_truth(sim, sink, configuration)
 
 
 def test_the_child_exits_when_its_parent_is_killed_even_while_it_waits_on_the_network(tmp_path: Path) -> None:
@@ -226,10 +233,7 @@ def test_a_sink_that_fails_stops_the_child_and_checkpoints_what_it_took(
         run_in_child(configuration, {}, sink)
     assert len(started) == 1 and not _running(started[0])
     assert sink.log[-1][0] == "checkpoint"  # taken on the way out, after the last whole batch upserted
-    resumed = RecordingSink()
-    resumed.tables = {stream: dict(rows) for stream, rows in sink.tables.items()}
-    sync_once(sim, resumed, StateDocument.load(sink.checkpoints[-1]), **_same_source(configuration))
-    assert_matches_truth(resumed, sim)
+    _resumed_from_the_last_checkpoint_equals_truth(sim, sink, configuration)
 
 
 def test_a_child_that_prints_before_its_frames_is_not_trusted(monkeypatch: Any) -> None:
