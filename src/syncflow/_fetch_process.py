@@ -122,9 +122,11 @@ def _exit_when_parent_goes() -> None:
     # The parent holds our stdin open for as long as it reads our frames; EOF means it is gone or done with us.
     # (The raw descriptor, not sys.stdin: a daemon thread blocked inside a buffered reader's lock makes the
     # interpreter's shutdown abort.)
-    while os.read(0, 65536):
-        pass
-    os._exit(0)
+    try:
+        while os.read(0, 65536):
+            pass
+    finally:  # EOF, or a read that failed: either way nobody is listening, and this thread must not die quietly
+        os._exit(0)
 
 
 def _portable(patch: StatePatch) -> StatePatch:

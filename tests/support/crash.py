@@ -82,6 +82,36 @@ class Run:
     upserts: int | None = None  # the SDK's count of upserts in this run
 
 
+def _fetch_processes_in(project: Path) -> list[int]:
+    """The connector's fetch processes (`syncflow._fetch_process`) still running with `project` as their directory."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"syncflow._fetch_process" not in (entry / "cmdline").read_bytes():
+                continue
+            if Path(os.readlink(entry / "cwd")).resolve() != project.resolve():
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue  # exited; its reaper has not collected it yet
+        except OSError:
+            continue
+        found.append(int(entry.name))
+    return found
+
+
+def _no_fetch_process_outlives(project: Path, grace: float = 5.0) -> None:
+    """A killed `fivetran debug` takes its fetch process with it (the child watches its stdin): within `grace`."""
+    deadline = time.monotonic() + grace
+    while left := _fetch_processes_in(project):
+        if time.monotonic() > deadline:
+            for pid in left:
+                os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"the connector's fetch process outlived fivetran debug: {left}")
+        time.sleep(0.05)
+
+
 def run_debug(
     project: Path, *, kill_after_checkpoints: int | None = None, kill_delay: float = 0.0, timeout: float = 120.0
 ) -> Run:
@@ -134,6 +164,7 @@ def run_debug(
             process.wait()
         armed.set()  # release the killer thread (it does nothing once the process is gone)
         thread.join(timeout=5)
+    _no_fetch_process_outlives(project)
     output = "".join(lines)
     rows = {m.group(1): int(m.group(2)) for m in ROWS_LINE.finditer(output)}
     upserts = [int(m.group(1)) for m in UPSERTS_LINE.finditer(output)]
