@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from support.loopback import serve_on_loopback
+from support.processes import fetch_processes, running
 from support.sim import RecordingSink, assert_matches_truth, sim_configuration, sync_once
 from syncflow._exceptions import (
     AuthenticationError,
@@ -60,29 +61,6 @@ def _resumed_from_the_last_checkpoint_equals_truth(
     resumed.tables = {stream: dict(rows) for stream, rows in sink.tables.items()}
     sync_once(sim, resumed, StateDocument.load(sink.checkpoints[-1]), **_same_source(configuration))
     assert_matches_truth(resumed, sim)
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat[1]) == pid and b"syncflow._fetch_process" in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited (an orphan's reaper may be slow to collect it)
 
 
 def test_syncflow_errors_survive_a_pickle_with_their_class_and_attributes() -> None:
@@ -160,14 +138,14 @@ def test_a_child_that_dies_mid_sync_is_an_error_and_earlier_checkpoints_stand(
         def checkpoint(self, state: Any) -> None:
             super().checkpoint(state)
             if len(self.checkpoints) == 2:
-                killed.extend(_children(os.getpid()))
+                killed.extend(fetch_processes(parent=os.getpid()))
                 for pid in killed:
                     os.kill(pid, signal.SIGKILL)
 
     sink = KillsTheChild()
     with pytest.raises(SyncflowError, match="fetch process ended"):
         run_in_child(configuration, {}, sink)
-    assert len(killed) == 1 and not _running(killed[0])
+    assert len(killed) == 1 and not running(killed[0])
     # The rows upserted after the last checkpoint the child sent are checkpointed on the way out (their batches'
     # patches came with them): the state covers every row the parent holds, and no more.
     assert sink.log[-1][0] == "checkpoint" and len(sink.checkpoints) >= 3
@@ -189,7 +167,7 @@ def test_the_child_exits_when_its_parent_is_killed_even_while_it_waits_on_the_ne
             import sys
             sys.path[:0] = {[str(Path(__file__).parent), str(Path(__file__).parents[1] / "src")]!r}
             from support.sim import RecordingSink
-            from syncflow._fetch_process import FetchProcessUnavailable, run_in_child
+            from syncflow._fetch_process import run_in_child
             run_in_child({configuration!r}, {{}}, RecordingSink())
             """
         )
@@ -197,15 +175,15 @@ def test_the_child_exits_when_its_parent_is_killed_even_while_it_waits_on_the_ne
     parent = subprocess.Popen([sys.executable, str(script)])
     try:
         deadline = time.monotonic() + 30
-        while not (children := _children(parent.pid)):
+        while not (children := fetch_processes(parent=parent.pid)):
             assert parent.poll() is None and time.monotonic() < deadline, "no fetch process started"
             time.sleep(0.05)
         time.sleep(2.0)  # past its imports, waiting on the silent server
-        assert all(_running(pid) for pid in children)
+        assert all(running(pid) for pid in children)
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 5
-        while any(_running(pid) for pid in children):
+        while any(running(pid) for pid in children):
             assert time.monotonic() < deadline, "the fetch process outlived its parent"
             time.sleep(0.05)
     finally:
@@ -223,7 +201,7 @@ def test_a_sink_that_fails_stops_the_child_and_checkpoints_what_it_took(
     class Breaks(RecordingSink):
         def upsert(self, schema: str, table: str, row: Any) -> None:
             if not started:
-                started.extend(_children(os.getpid()))
+                started.extend(fetch_processes(parent=os.getpid()))
             if self.upserts == 700:
                 raise OSError("the destination went away")
             super().upsert(schema, table, row)
@@ -231,7 +209,7 @@ def test_a_sink_that_fails_stops_the_child_and_checkpoints_what_it_took(
     sink = Breaks()
     with pytest.raises(OSError, match="destination went away"):
         run_in_child(configuration, {}, sink)
-    assert len(started) == 1 and not _running(started[0])
+    assert len(started) == 1 and not running(started[0])
     assert sink.log[-1][0] == "checkpoint"  # taken on the way out, after the last whole batch upserted
     _resumed_from_the_last_checkpoint_equals_truth(sim, sink, configuration)
 

@@ -6,7 +6,9 @@ a real one leaves `syncflow.sim` (and uvicorn) unimported.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from os import PathLike
 from typing import Any
 
@@ -16,7 +18,7 @@ from ._config import Settings, load_settings
 from ._exceptions import ConfigurationError
 from ._source import Source
 
-__all__ = ["ConfigurationLike", "resolve_settings", "resolve_transport"]
+__all__ = ["ConfigurationLike", "quiet_logs", "resolve_settings", "resolve_transport"]
 
 ConfigurationLike = Settings | Mapping[str, Any] | str | PathLike[str]
 
@@ -46,3 +48,16 @@ def resolve_transport(
 
         return mock_transport(settings)
     return transport
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """syncflow's log off for a block: for a second reading of what another reading already reported (the
+    configuration in `schema()` and in the connector's fetch process, a state the fetch process sent back)."""
+    logger = logging.getLogger("syncflow")
+    previous = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = previous

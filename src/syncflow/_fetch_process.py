@@ -38,14 +38,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from ._edge import quiet_logs, resolve_transport
 from ._exceptions import SyncflowError
 from ._pipeline import Batch, Sink, deliver
 from ._state import KeysNotIn, StateDocument, StatePatch
-from ._streams import Stream
 from ._sync import SyncResult
 
 __all__ = ["FetchProcessUnavailable", "run_in_child"]
@@ -150,7 +150,6 @@ def _send_error(frames: _FrameWriter, error: SyncflowError) -> None:
 
 def _child_main() -> int:
     from ._config import Settings
-    from ._edge import resolve_transport
     from ._progress import LogProgress
     from ._sync import iterate_sync
 
@@ -160,16 +159,13 @@ def _child_main() -> int:
     os.dup2(2, 1)
     frames_out.write(_MAGIC)
     frames_out.flush()
-    configuration, state, streams = pickle.load(sys.stdin.buffer)
+    configuration, state = pickle.load(sys.stdin.buffer)
     threading.Thread(target=_exit_when_parent_goes, name="syncflow-parent-watch", daemon=True).start()
     frames = _FrameWriter(frames_out)
-    syncflow_logger = logging.getLogger("syncflow")
-    syncflow_logger.disabled = True  # the parent read the same configuration and state, and logged their warnings
-    try:
+    with quiet_logs():  # the parent read the same configuration and state, and logged their warnings
         settings = Settings.from_mapping(configuration)
         document = StateDocument.load(state)
-    finally:
-        syncflow_logger.disabled = False
+    syncflow_logger = logging.getLogger("syncflow")
     logs = _LogSender(frames)
     syncflow_logger.addHandler(logs)
     syncflow_logger.setLevel(logging.INFO)
@@ -177,7 +173,7 @@ def _child_main() -> int:
     batches = None
     try:
         batches = iterate_sync(
-            settings, document, streams=streams, transport=resolve_transport(settings, None),
+            settings, document, transport=resolve_transport(settings, None),
             progress=LogProgress(), on_checkpoint=lambda s: frames.send((_CHECKPOINT, s)),
             hold_pages=_HOLD_QUEUES * settings.queue_pages,
         )  # fmt: skip
@@ -257,12 +253,8 @@ class _Delivered:
         if self.base is None or not self.patches:
             return
         try:
-            syncflow_logger = logging.getLogger("syncflow")
-            previous, syncflow_logger.disabled = syncflow_logger.disabled, True  # the child's own state: no news
-            try:
+            with quiet_logs():  # the child's own state: nothing in it is news
                 document = StateDocument.load(self.base)
-            finally:
-                syncflow_logger.disabled = previous
             for stream, patch in self.patches:
                 document.apply(stream, patch)
             sink.checkpoint(document.as_dict())
@@ -287,8 +279,6 @@ def run_in_child(
     configuration: Mapping[str, Any],
     state: Mapping[str, Any],
     sink: Sink,
-    *,
-    streams: Sequence[str | Stream] | None = None,
 ) -> SyncResult:
     """`run_sync(settings, sink, state)` with the fetching in a child process (see the module's docstring): rows
     and checkpoints reach `sink` on this thread, in the child's drain order. Raises what `run_sync` would
@@ -307,7 +297,7 @@ def run_in_child(
         heard = False
         try:
             with contextlib.suppress(BrokenPipeError):  # it ended at once: said below, with its stderr's last line
-                child.stdin.write(pickle.dumps((dict(configuration), dict(state), streams), _PROTOCOL))
+                child.stdin.write(pickle.dumps((dict(configuration), dict(state)), _PROTOCOL))
                 child.stdin.flush()  # kept open: closing it tells the child to stop
             magic = child.stdout.read(len(_MAGIC))
             if magic != _MAGIC:

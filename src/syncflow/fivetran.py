@@ -23,7 +23,7 @@ from fivetran_connector_sdk import Logging as log
 from fivetran_connector_sdk import Operations as op
 
 from ._config import Key, Settings, all_keys, configured_secrets
-from ._edge import resolve_transport
+from ._edge import quiet_logs, resolve_transport
 from ._exceptions import AuthenticationError, PermissionDenied, StreamsFailed, SyncflowError
 from ._fetch_process import FetchProcessUnavailable, run_in_child
 from ._progress import LogProgress
@@ -101,23 +101,11 @@ def _forward_logs(secrets: tuple[Secret, ...]) -> Iterator[None]:
         logger.propagate = previous_propagate
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """schema() parses the configuration too; its warnings (unknown keys) are said once, by update()."""
-    logger = logging.getLogger("syncflow")
-    previous = logger.disabled
-    logger.disabled = True
-    try:
-        yield
-    finally:
-        logger.disabled = previous
-
-
 def schema(configuration: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The destination tables of the chosen streams (the `streams` key; default every table of each configured source).
 
     A configuration that does not parse declares no tables: `update()` then reports it in one line (see above)."""
-    with _quiet():
+    with quiet_logs():  # update() parses the configuration too and says its warnings (unknown keys) once
         try:
             settings = Settings.from_mapping(configuration)
         except SyncflowError:

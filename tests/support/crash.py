@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from support.processes import fetch_processes
 from support.sim import CLASSIC_STREAMS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,29 +83,10 @@ class Run:
     upserts: int | None = None  # the SDK's count of upserts in this run
 
 
-def _fetch_processes_in(project: Path) -> list[int]:
-    """The connector's fetch processes (`syncflow._fetch_process`) still running with `project` as their directory."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if b"syncflow._fetch_process" not in (entry / "cmdline").read_bytes():
-                continue
-            if Path(os.readlink(entry / "cwd")).resolve() != project.resolve():
-                continue
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue  # exited; its reaper has not collected it yet
-        except OSError:
-            continue
-        found.append(int(entry.name))
-    return found
-
-
 def _no_fetch_process_outlives(project: Path, grace: float = 5.0) -> None:
     """A killed `fivetran debug` takes its fetch process with it (the child watches its stdin): within `grace`."""
     deadline = time.monotonic() + grace
-    while left := _fetch_processes_in(project):
+    while left := fetch_processes(cwd=project):
         if time.monotonic() > deadline:
             for pid in left:
                 os.kill(pid, signal.SIGKILL)
