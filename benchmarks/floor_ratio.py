@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latencies", default="0.15,0", help="comma list of seconds per request")
     parser.add_argument(
         "--systems", default="syncflow,bare_upsert",
-        help="comma list; the last is the floor the others are divided by (split_fetch needs msgspec)",
+        help="comma list; the last is the floor the others are divided by",
     )  # fmt: skip
     args = parser.parse_args(argv)
     ok = True

@@ -21,7 +21,7 @@ from syncflow.sources._accelo_catalog import STREAM_NAMES
 
 __all__ = ["SYSTEMS", "connector_configuration", "main"]
 
-SYSTEMS = ("syncflow", "to_duckdb", "extract", "sequential", "lockstep5", "dlt", "bare_upsert", "split_fetch")
+SYSTEMS = ("syncflow", "to_duckdb", "extract", "sequential", "lockstep5", "dlt", "bare_upsert")
 
 
 def connector_configuration(
@@ -150,7 +150,7 @@ def _timed(fn: Callable[[], object]) -> dict[str, Any]:
     # CPU of every thread of this process during the sync: a CPU-bound sync on a shared machine shows its work here
     # even when the wall clock is stretched by other processes.
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    # split_fetch's child process (waited for inside the sync); 0 for every other system.
+    # syncflow's fetch process (`fetch_process`: waited for inside the sync); 0 for every other system.
     children = (children_after.ru_utime - children_before.ru_utime) + (
         children_after.ru_stime - children_before.ru_stime
     )
@@ -239,10 +239,6 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         fn = peers.sequential_update
     elif args.system == "lockstep5":
         fn = peers.lockstep5_update
-    elif args.system == "split_fetch":  # a measurement prototype: syncflow's fetch in a child process
-        from . import split_fetch
-
-        fn = split_fetch.update
     else:  # bare_upsert: rows are fetched and typed before the clock starts; the loop itself is what is timed
         from ._sim import SimOptions, SimProcess
 

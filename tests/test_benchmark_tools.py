@@ -57,9 +57,8 @@ def test_worker_reports_process_and_per_thread_cpu(tmp_path: Path) -> None:
     assert all(seconds >= 0 for seconds in threads.values())
 
 
-def test_split_fetch_prototype_writes_exactly_the_ground_truth(tmp_path: Path) -> None:
-    pytest.importorskip("msgspec", reason="the split_fetch prototype needs msgspec (not a dependency)")
-    result = run_system("tools", "split_fetch", SimOptions(scale=0.1, latency=0.0, jitter=0.0), workdir=tmp_path,
+def test_the_connector_fetches_in_its_child_process_and_the_worker_reports_its_cpu(tmp_path: Path) -> None:
+    result = run_system("tools", "syncflow", SimOptions(scale=0.1, latency=0.0, jitter=0.0), workdir=tmp_path,
                         timeout=60)  # fmt: skip
     assert result.ok, (result.problems, result.log)
     assert result.rows == result.expected_rows
