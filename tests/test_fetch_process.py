@@ -249,3 +249,29 @@ def test_a_child_that_cannot_start_leaves_the_connector_to_fetch_on_a_thread(
     with duckdb.connect(str(tmp_path / "files" / "warehouse.db"), read_only=True) as db:
         ids = {row[0] for row in db.sql("select id from tester_accelo.invoices").fetchall()}
     assert ids == {int(r["id"]) for r in sim.ground_truth()["accelo"]["invoices"]}
+
+
+def test_an_outage_that_outlasts_the_retries_keeps_everything_completed_in_the_sink_and_the_state() -> None:
+    from syncflow.sim import Outage
+
+    sim = Simulator(
+        SimConfig(seed=5, accelo_counts=COUNTS, awardco_users=180,
+                  outages=(Outage("accelo", start_after_requests=8, seconds=4.0),))
+    )  # fmt: skip
+    with serve_on_loopback(sim) as url:
+        configuration = sim_configuration(
+            accelo_base_url=url, awardco_base_url=url, max_retry_seconds="1", checkpoint_every_rows="150"
+        )
+        sink = RecordingSink()
+        started = time.monotonic()
+        with pytest.raises(StreamsFailed) as failed:
+            run_in_child(configuration, {}, sink)
+        assert set(failed.value.failures) and all(key.startswith("accelo.") for key in failed.value.failures)
+        assert "awardco.user" in failed.value.result.completed
+        # What completed is in the sink, and the last thing the sink got is a checkpoint covering it.
+        truth = {r["employeeId"] for r in sim.ground_truth()["awardco"]["user"]}
+        assert set(sink.tables["awardco.user"]) == truth
+        assert sink.log[-1][0] == "checkpoint"
+        assert any(kind == "upsert" and what[0].startswith("accelo.") for kind, what in sink.log)  # some did land
+        time.sleep(max(0.0, started + 4.5 - time.monotonic()))  # the outage is over
+        _resumed_from_the_last_checkpoint_equals_truth(sim, sink, configuration)
