@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -137,10 +138,20 @@ def test_every_row_equals_the_simulators_record_typed(tmp_path: Path, arrow: boo
     _assert_exact(path, CONFIGURATION)
 
 
-def test_to_duckdb_writes_the_same_rows(tmp_path: Path) -> None:
+def test_to_duckdb_writes_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # ... and asks the sink to prepare its writes once the fetch is under way (not when it opens the sink).
+    prepared: list[bool] = []
+    original = DuckDBSink.prepare_writes
+
+    def prepare_writes(self: DuckDBSink) -> None:
+        prepared.append(any(t.name.startswith("asyncio-portal") for t in threading.enumerate()))
+        original(self)
+
+    monkeypatch.setattr(DuckDBSink, "prepare_writes", prepare_writes)
     path = tmp_path / "out.duckdb"
     syncflow.to_duckdb(CONFIGURATION, path, progress=False)
     _assert_exact(path, CONFIGURATION)
+    assert prepared == [True]
 
 
 _KILLED_RUN = """
@@ -307,10 +318,12 @@ def test_without_pyarrow_the_sink_takes_the_ndjson_path(tmp_path: Path) -> None:
     assert os.path.exists(tmp_path / "n.duckdb")
 
 
-def test_pyarrow_is_imported_on_a_thread_of_its_own_and_joined_before_use(tmp_path: Path) -> None:
-    # A fresh interpreter, where pyarrow is not imported yet: the sink starts importing it (and the modules DuckDB's
-    # Arrow scan and the decimals need) on a thread when it opens, uses it once that thread is done, and leaves no
-    # thread behind when it closes.
+def test_pyarrow_is_imported_on_a_thread_of_its_own_once_asked_and_joined_before_use(tmp_path: Path) -> None:
+    # A fresh interpreter, where pyarrow is not imported yet: opening the sink imports nothing (the import would
+    # slow its table set-up and the sync's start); `prepare_writes` starts importing it (and the modules DuckDB's
+    # Arrow scan and the decimals need) on one thread however often it is called; the first write uses it once that
+    # thread is done, and no thread is left behind when the sink closes. Without `prepare_writes`, the first write
+    # imports it itself.
     pytest.importorskip("pyarrow")
     script = (
         f"import sys, threading; sys.path.insert(0, {str(REPO / 'src')!r})\n"
@@ -319,15 +332,24 @@ def test_pyarrow_is_imported_on_a_thread_of_its_own_and_joined_before_use(tmp_pa
         "assert 'pyarrow' not in sys.modules\n"
         "s = Stream('src', 't', {'id': 'LONG', 'amount': 'DECIMAL(28,6)'}, ('id',), None)\n"
         f"k = DuckDBSink({str(tmp_path / 'a.duckdb')!r}, [s])\n"
-        "started = [k._arrow_imports.name] if k._arrow_imports is not None else []\n"
+        "at_open = [t.name for t in threading.enumerate() if t.name == 'syncflow-pyarrow-import']\n"
+        "k.prepare_writes(); first = k._arrow_imports; k.prepare_writes()\n"
+        "started = [k._arrow_imports.name] if k._arrow_imports is first and first is not None else []\n"
         "k.upsert('src', 't', {'id': 7, 'amount': '1.50'}); k.checkpoint({})\n"
         "k.close()\n"
         "left = [t.name for t in threading.enumerate() if t.name == 'syncflow-pyarrow-import']\n"
-        "print(len(started), len(left), all(m in sys.modules for m in ('pyarrow.compute', 'pyarrow.dataset')))\n"
+        "imported = all(m in sys.modules for m in ('pyarrow.compute', 'pyarrow.dataset'))\n"
+        "print(len(at_open), len(started), len(left), imported)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
-    assert done.stdout.split() == ["1", "0", "True"], done.stderr
+    assert done.stdout.split() == ["0", "1", "0", "True"], done.stderr
     with duckdb.connect(str(tmp_path / "a.duckdb"), read_only=True) as db:
+        assert db.sql("SELECT id, amount FROM src.t").fetchall() == [(7, Decimal("1.5"))]
+    unasked = script.replace("k.prepare_writes(); first = k._arrow_imports; k.prepare_writes()", "first = None")
+    unasked = unasked.replace(str(tmp_path / "a.duckdb"), str(tmp_path / "b.duckdb"))
+    done = subprocess.run([sys.executable, "-c", unasked], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["0", "0", "0", "True"], done.stderr
+    with duckdb.connect(str(tmp_path / "b.duckdb"), read_only=True) as db:
         assert db.sql("SELECT id, amount FROM src.t").fetchall() == [(7, Decimal("1.5"))]
 
 

@@ -3,6 +3,7 @@ and still every batch once, each stream's in order, every checkpoint covering on
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from support.sim import RecordingSink
-from syncflow._pipeline import Batch, run_pipeline
+from syncflow._pipeline import Batch, drain_into, iterate_pipeline, run_pipeline
 from syncflow._state import StateDocument
 
 SHORT = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -179,3 +180,29 @@ def test_a_failed_producer_still_delivers_and_checkpoints_every_batch_it_sent() 
     assert sink.upserts == sum(count for _, count in sends)
     last = {f"src.t{stream}": index for index, (stream, _) in enumerate(sends)}
     assert {k: v["page"] for k, v in sink.checkpoints[-1]["streams"].items()} == last
+
+
+def test_on_fetching_runs_once_on_the_drain_thread_while_the_producer_is_already_running() -> None:
+    # The producer sends nothing until `on_fetching` has run: were the hook called only after a first batch (or
+    # before the producer was started, on a thread that then blocks), this would time out instead of finishing.
+    called = threading.Event()
+    threads: list[str] = []
+
+    def on_fetching() -> None:
+        threads.append(threading.current_thread().name)
+        called.set()
+
+    async def produce(send: ObjectSendStream[Batch]) -> str:
+        async with send:
+            assert await anyio.to_thread.run_sync(called.wait, 10.0), "on_fetching was not called while fetching"
+            await send.send(Batch("src.t", "src", "t", [{"id": 1}], [(("after",), 1)]))
+        return "finished"
+
+    sink = RecordingSink()
+    batches = iterate_pipeline(
+        produce, StateDocument(), queue_pages=2, checkpoint_every_rows=10, checkpoint_every_seconds=3600.0,
+        on_checkpoint=sink.checkpoint, on_fetching=on_fetching,
+    )  # fmt: skip
+    assert drain_into(sink, batches) == "finished"
+    assert threads == [threading.current_thread().name]
+    assert list(sink.tables["src.t"]) == [1]

@@ -309,6 +309,7 @@ def to_duckdb(
         return run_sync(
             settings, sink, StateDocument.load(saved, sources=settings.plugins), streams=_names(streams),
             transport=resolve_transport(settings, transport), progress=_progress(progress),
+            on_fetching=sink.prepare_writes,
         )  # fmt: skip
     finally:
         sink.close()
@@ -336,6 +337,8 @@ async def to_duckdb_async(
     sink = DuckDBSink(Path(path), chosen)
     try:
         saved = None if full_refresh else (state if state is not None else sink.load_state())
+        # The fetch shares this thread's loop: there is no moment when it waits on the network alone.
+        sink.prepare_writes()
         return await sync_async(settings, sink, streams, state=saved, progress=progress, transport=transport)
     finally:
         sink.close()

@@ -105,15 +105,8 @@ class DuckDBSink:
         # `arrow`: hand batches over as Arrow tables; None = when pyarrow is installed (`pip install
         # syncflow[duckdb]`). Without it, batches go through an NDJSON file DuckDB reads: same rows, more CPU.
         self._arrow = importlib.util.find_spec("pyarrow") is not None if arrow is None else arrow
-        # pyarrow, its compute module (decimals) and its dataset module (DuckDB's Arrow scan imports it) take
-        # ~0.3-0.5 s to import. Imported at the first checkpoint, that is GIL-holding work on the caller's thread in
-        # the middle of the sync, starving the thread that fetches; imported on a thread from here, it overlaps
-        # the table set-up and the sync's first round trips (token, rate probe, counts), when little else runs.
-        # `_batch` joins it before its first use, and a failed import raises there, as it would have anyway.
+        # What the Arrow hand-over imports, on a thread `prepare_writes` starts (see there); `_batch` joins it.
         self._arrow_imports: threading.Thread | None = None
-        if self._arrow and "pyarrow.dataset" not in sys.modules:
-            self._arrow_imports = threading.Thread(target=_import_arrow, name="syncflow-pyarrow-import", daemon=True)
-            self._arrow_imports.start()
         self._connection = duckdb.connect(str(path))
         self._tables = {(s.source, s.table): _Table(s) for s in streams}
         self._threads: int | None = None
@@ -294,6 +287,20 @@ class DuckDBSink:
             )
         finally:
             os.unlink(handle.name)
+
+    def prepare_writes(self) -> None:
+        """Start importing what the Arrow hand-over needs, on a thread; call it once the sync's first requests are
+        out (the blocking `to_duckdb` does). Idempotent; without it, the first write imports them itself.
+
+        pyarrow, its compute module (decimals) and its dataset module (DuckDB's Arrow scan imports it) take ~0.3 s
+        of GIL-holding work to import. At the first write, that is the middle of the sync, starving the thread that
+        fetches. During the sync's first round trips (token, rate probe, counts) little else runs. But not before
+        them: started with the sink, the import tripled the table set-up (each DDL statement releases the GIL and
+        waits up to a switch interval to get it back: ~0.02 -> 0.10-0.16 s) and slowed the event loop's start, and
+        the first request left at ~0.2 s instead of ~0.07 s."""
+        if self._arrow and self._arrow_imports is None and "pyarrow.dataset" not in sys.modules:
+            self._arrow_imports = threading.Thread(target=_import_arrow, name="syncflow-pyarrow-import", daemon=True)
+            self._arrow_imports.start()
 
     def _arrow_imported(self) -> None:
         if self._arrow_imports is not None:

@@ -197,6 +197,7 @@ def iterate_pipeline(
     progress: Progress | None = None,
     stats: DrainStatistics | None = None,
     hold_pages: int = 0,
+    on_fetching: Callable[[], None] | None = None,
 ) -> Generator[Batch, None, T]:
     """Run `produce` on a new event-loop thread; yield its batches here, each stream's in order; return its result.
 
@@ -206,7 +207,8 @@ def iterate_pipeline(
     (`_Held`), from what is queued and up to `hold_pages` more batches taken off the queue to make the runs longer
     (0: only what is queued when the consumer asks). Closing the generator early cancels every fetch; on that and
     every other way out (an error, an interrupt) a final checkpoint records the state as of the last batch the
-    consumer finished.
+    consumer finished. `on_fetching` is called here once `produce` is started: slow set-up of the consumer's (a
+    sink's imports) overlaps the first round trips instead of delaying them.
     """
     drain = _Drain(
         state, checkpoint_every_rows=checkpoint_every_rows, checkpoint_every_seconds=checkpoint_every_seconds,
@@ -218,6 +220,8 @@ def iterate_pipeline(
         # Patience: two queues and holds' worth of arrivals, about as many as it takes the busiest stream to fill them.
         held = _Held(hold_pages=hold_pages, patience=2 * (queue_pages + hold_pages))
         try:
+            if on_fetching is not None:
+                on_fetching()
             while True:
                 if not held:
                     arrived = portal.call(_receive_available, receive)

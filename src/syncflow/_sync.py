@@ -306,9 +306,10 @@ def iterate_sync(
     progress: Progress | None = None,
     on_checkpoint: Callable[[Mapping[str, Any]], None] | None = None,
     hold_pages: int = 0,
+    on_fetching: Callable[[], None] | None = None,
 ) -> Generator[Batch, None, SyncResult]:
     """Yield the chosen streams' batches, each stream's in order, from `state` (updated as each yielded batch is
-    finished); `hold_pages` as in `iterate_pipeline`."""
+    finished); `hold_pages` and `on_fetching` as in `iterate_pipeline`."""
     run = _prepare(settings, state, streams, transport, progress)
     try:
         reports = yield from iterate_pipeline(
@@ -321,6 +322,7 @@ def iterate_sync(
             progress=progress,
             stats=run.drained,
             hold_pages=hold_pages,
+            on_fetching=on_fetching,
         )
     except BaseException as exc:
         first = _surfaced(exc)
@@ -472,13 +474,15 @@ def run_sync(
     streams: Sequence[str | Stream] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     progress: Progress | None = None,
+    on_fetching: Callable[[], None] | None = None,
 ) -> SyncResult:
-    """Sync the chosen streams into `sink`, starting from `state` (which is updated as rows are delivered)."""
+    """Sync the chosen streams into `sink`, starting from `state` (which is updated as rows are delivered);
+    `on_fetching` as in `iterate_pipeline`."""
     # A sink writes at each checkpoint every table it has rows waiting for (the SDK's runner: a dozen DuckDB
     # statements a table); holding up to two queues' worth of pages lets the drain hand them over a table at a time.
     batches = iterate_sync(
         settings, state, streams=streams, transport=transport, progress=progress, on_checkpoint=sink.checkpoint,
-        hold_pages=2 * settings.queue_pages,
+        hold_pages=2 * settings.queue_pages, on_fetching=on_fetching,
     )  # fmt: skip
     return drain_into(sink, batches)
 
