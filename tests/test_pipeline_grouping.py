@@ -145,6 +145,38 @@ def test_a_drain_that_is_behind_hands_over_a_table_at_a_time() -> None:
     assert queued_only.tables == held.tables
 
 
+@pytest.mark.parametrize(("queue", "hold"), [(4, 0), (4, 3), (8, 16), (2, 30)])
+def test_a_drain_that_is_behind_holds_at_most_the_queue_and_hold_pages(queue: int, hold: int) -> None:
+    # The memory bound `queue_pages` promises: pages the producer has handed over (its send returned) and the sink
+    # has not finished are at most the queue, what the drain holds and the one being upserted. The drain holds at
+    # most `hold_pages`, or, when it had nothing, what was queued when it asked (all of it, in one hop from the event
+    # loop's thread). Taking everything queued into a hold with room for one more page let it reach
+    # hold - 1 + queue beyond the queue.
+    sent = [0]
+    excess: list[int] = []
+
+    async def produce(send: ObjectSendStream[Batch]) -> str:
+        async with send:
+            for page in range(200):
+                await send.send(Batch(f"src.t{page % 3}", "src", f"t{page % 3}", [{"id": page}], [(("after",), page)]))
+                sent[0] += 1
+        return "finished"
+
+    class Watching(_SlowSink):
+        def upsert(self, schema: str, table: str, row: Any) -> None:
+            excess.append(sent[0] - self.upserts)  # one row a page: upserts so far = pages finished
+            super().upsert(schema, table, row)
+
+    sink = Watching(0.0005)  # slower than the producer, whatever the threads' scheduling
+    result, _ = run_pipeline(
+        produce, sink, StateDocument(), queue_pages=queue, checkpoint_every_rows=10, checkpoint_every_seconds=3600.0,
+        hold_pages=hold,
+    )  # fmt: skip
+    assert result == "finished" and sink.upserts == 200
+    assert max(excess) <= queue + max(hold, queue + 1) + 1, (max(excess), queue, hold)
+    assert max(excess) >= queue + hold - 1, "the producer never got ahead: nothing was bounded"
+
+
 def test_a_stream_with_one_page_left_is_not_held_behind_busier_streams_until_the_end() -> None:
     # Stream 1 sends one page early; streams 0 and 2 keep sending. The held page goes out within the patience
     # (two queues' and holds' worth of arrivals), not after every other page.

@@ -228,8 +228,8 @@ def iterate_pipeline(
                     if not arrived:
                         break  # the producers are done (or failed: future.result() below says which)
                     held.extend(arrived)
-                elif held.run_ended() and held.has_room():
-                    held.extend(portal.call(_take_queued, receive))
+                elif held.run_ended() and held.room():
+                    held.extend(portal.call(_take_queued, receive, held.room()))
                 batch = held.next_batch()
                 yield batch
                 if drain.finished(batch):
@@ -491,8 +491,9 @@ class _Held:
     def checkpointed(self) -> None:
         self._written.clear()
 
-    def has_room(self) -> bool:
-        return self._pages < self._hold_pages
+    def room(self) -> int:
+        """How many more batches may be taken off the queue (0: none)."""
+        return max(0, self._hold_pages - self._pages)
 
     def next_batch(self) -> Batch:
         if self.run_ended():
@@ -514,14 +515,16 @@ class _Held:
         return max(written or waiting, key=lambda pair: sum(len(b.rows) for _, b in pair[1]))[0]
 
 
-async def _take_queued(receive: MemoryObjectReceiveStream[Batch]) -> list[Batch]:
-    """Whatever is already queued, without waiting (the end of the stream shows in the next waiting receive)."""
+async def _take_queued(receive: MemoryObjectReceiveStream[Batch], limit: int | None = None) -> list[Batch]:
+    """Whatever is already queued (at most `limit` batches), without waiting (the end of the stream shows in the
+    next waiting receive)."""
     batches: list[Batch] = []
-    while True:
+    while limit is None or len(batches) < limit:
         try:
             batches.append(receive.receive_nowait())
         except (anyio.WouldBlock, anyio.EndOfStream):
-            return batches
+            break
+    return batches
 
 
 async def _receive_available(receive: MemoryObjectReceiveStream[Batch]) -> list[Batch]:
