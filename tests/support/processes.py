@@ -1,4 +1,4 @@
-"""The connector's fetch processes (`python -m syncflow._fetch_process`), found in /proc: by parent or by directory."""
+"""The connector's fetch processes (`syncflow._fetch_process` as a script), found in /proc: by parent or by folder."""
 
 from __future__ import annotations
 
