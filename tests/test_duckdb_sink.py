@@ -4,11 +4,11 @@ JSON and fields beyond the declared ones behave the same on both."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -139,12 +139,13 @@ def test_every_row_equals_the_simulators_record_typed(tmp_path: Path, arrow: boo
 
 
 def test_to_duckdb_writes_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # ... and asks the sink to prepare its writes once the fetch is under way (not when it opens the sink).
+    # ... and asks the sink to prepare its writes once, from the pipeline once its fetch is started (not when it
+    # opens the sink).
     prepared: list[bool] = []
     original = DuckDBSink.prepare_writes
 
     def prepare_writes(self: DuckDBSink) -> None:
-        prepared.append(any(t.name.startswith("asyncio-portal") for t in threading.enumerate()))
+        prepared.append(any(frame.function == "iterate_pipeline" for frame in inspect.stack()))
         original(self)
 
     monkeypatch.setattr(DuckDBSink, "prepare_writes", prepare_writes)
@@ -351,6 +352,28 @@ def test_pyarrow_is_imported_on_a_thread_of_its_own_once_asked_and_joined_before
     assert done.stdout.split() == ["0", "0", "0", "True"], done.stderr
     with duckdb.connect(str(tmp_path / "b.duckdb"), read_only=True) as db:
         assert db.sql("SELECT id, amount FROM src.t").fetchall() == [(7, Decimal("1.5"))]
+
+
+def test_a_sink_closed_before_any_write_joins_its_import_and_starts_none_after(tmp_path: Path) -> None:
+    # A sink closed unused (a sync that failed at once) starts no import when asked afterwards; one closed after
+    # prepare_writes with nothing written (the failed-sync path) joins its import thread. A fresh interpreter, so
+    # pyarrow is not imported yet when the first sink is asked.
+    pytest.importorskip("pyarrow")
+    script = (
+        f"import sys, threading; sys.path.insert(0, {str(REPO / 'src')!r})\n"
+        "from syncflow._duckdb import DuckDBSink\n"
+        "from syncflow._streams import Stream\n"
+        "def running(): return [t for t in threading.enumerate() if t.name == 'syncflow-pyarrow-import']\n"
+        "s = Stream('src', 't', {'id': 'LONG'}, ('id',), None)\n"
+        f"unused = DuckDBSink({str(tmp_path / 'u.duckdb')!r}, [s]); unused.close(); unused.prepare_writes()\n"
+        "after_close = len(running()) + ('pyarrow' in sys.modules)\n"
+        f"k = DuckDBSink({str(tmp_path / 'c.duckdb')!r}, [s])\n"
+        "k.prepare_writes(); started = k._arrow_imports is not None\n"
+        "k.close()\n"
+        "print(after_close, started, len(running()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["0", "True", "0"], done.stderr
 
 
 class _FailingCommit:

@@ -145,7 +145,7 @@ def test_a_drain_that_is_behind_hands_over_a_table_at_a_time() -> None:
     assert queued_only.tables == held.tables
 
 
-@pytest.mark.parametrize(("queue", "hold"), [(4, 0), (4, 3), (8, 16), (2, 30)])
+@pytest.mark.parametrize(("queue", "hold"), [(4, 0), (4, 3), (4, 8), (8, 16), (2, 30)])
 def test_a_drain_that_is_behind_holds_at_most_the_queue_and_hold_pages(queue: int, hold: int) -> None:
     # The memory bound `queue_pages` promises: pages the producer has handed over (its send returned) and the sink
     # has not finished are at most the queue, what the drain holds and the one being upserted. The drain holds at
@@ -174,7 +174,7 @@ def test_a_drain_that_is_behind_holds_at_most_the_queue_and_hold_pages(queue: in
     )  # fmt: skip
     assert result == "finished" and sink.upserts == 200
     assert max(excess) <= queue + max(hold, queue + 1) + 1, (max(excess), queue, hold)
-    assert max(excess) >= queue + hold - 1, "the producer never got ahead: nothing was bounded"
+    assert max(excess) >= queue, "the producer never got ahead: nothing was bounded"
 
 
 def test_a_stream_with_one_page_left_is_not_held_behind_busier_streams_until_the_end() -> None:
@@ -215,8 +215,8 @@ def test_a_failed_producer_still_delivers_and_checkpoints_every_batch_it_sent() 
 
 
 def test_on_fetching_runs_once_on_the_drain_thread_while_the_producer_is_already_running() -> None:
-    # The producer sends nothing until `on_fetching` has run: were the hook called only after a first batch (or
-    # before the producer was started, on a thread that then blocks), this would time out instead of finishing.
+    # The producer sends nothing until `on_fetching` has run: were the hook called only once a first batch
+    # arrived, the producer would give up waiting for it and the sync would fail instead of finishing.
     called = threading.Event()
     threads: list[str] = []
 

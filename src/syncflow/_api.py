@@ -337,8 +337,8 @@ async def to_duckdb_async(
     sink = DuckDBSink(Path(path), chosen)
     try:
         saved = None if full_refresh else (state if state is not None else sink.load_state())
-        # The fetch starts inside sync_async, on this loop, with no hook between its start and the first batch:
-        # asked here, after the table set-up, the import still overlaps the first round trips.
+        # The fetch starts inside sync_async, on this loop, with no hook between its start and the first batch: asked
+        # here, the import contends with the loop's start, though no longer with the table set-up.
         sink.prepare_writes()
         return await sync_async(settings, sink, streams, state=saved, progress=progress, transport=transport)
     finally:

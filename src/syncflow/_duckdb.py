@@ -107,6 +107,7 @@ class DuckDBSink:
         self._arrow = importlib.util.find_spec("pyarrow") is not None if arrow is None else arrow
         # What the Arrow hand-over imports, on a thread `prepare_writes` starts (see there); `_batch` joins it.
         self._arrow_imports: threading.Thread | None = None
+        self._arrow_requested = False  # prepare_writes was called, or the sink is closed: never start another
         self._connection = duckdb.connect(str(path))
         self._tables = {(s.source, s.table): _Table(s) for s in streams}
         self._threads: int | None = None
@@ -289,16 +290,20 @@ class DuckDBSink:
             os.unlink(handle.name)
 
     def prepare_writes(self) -> None:
-        """Start importing what the Arrow hand-over needs, on a thread; call it once the sync's first requests are
-        out (the blocking `to_duckdb` does). Idempotent; without it, the first write imports them itself.
+        """Start importing what the Arrow hand-over needs, on a thread; call it once the sync's fetch is started
+        (the blocking `to_duckdb` does, through the pipeline's `on_fetching`). At most one thread per sink, none
+        after `close`; without it, the first write imports them itself.
 
         pyarrow, its compute module (decimals) and its dataset module (DuckDB's Arrow scan imports it) take ~0.3 s
         of GIL-holding work to import. At the first write, that is the middle of the sync, starving the thread that
         fetches. During the sync's first round trips (token, rate probe, counts) little else runs. But not before
-        them: started with the sink, the import tripled the table set-up (each DDL statement releases the GIL and
-        waits up to a switch interval to get it back: ~0.02 -> 0.10-0.16 s) and slowed the event loop's start, and
-        the first request left at ~0.2 s instead of ~0.07 s."""
-        if self._arrow and self._arrow_imports is None and "pyarrow.dataset" not in sys.modules:
+        the fetch starts: started with the sink, the import tripled the table set-up (each DDL statement releases
+        the GIL and waits up to a switch interval to get it back: ~0.02 -> 0.10-0.16 s) and slowed the event loop's
+        start, and the first request left at ~0.2 s instead of ~0.07 s."""
+        if self._arrow_requested:
+            return
+        self._arrow_requested = True
+        if self._arrow and "pyarrow.dataset" not in sys.modules:
             self._arrow_imports = threading.Thread(target=_import_arrow, name="syncflow-pyarrow-import", daemon=True)
             self._arrow_imports.start()
 
@@ -308,8 +313,9 @@ class DuckDBSink:
             self._arrow_imports = None
 
     def close(self) -> None:
-        self._arrow_imported()  # no import outlives the sink
+        self._arrow_requested = True  # a prepare_writes after this starts nothing
         try:
+            self._arrow_imported()  # no import outlives the sink
             if self._threads is not None:
                 self._connection.execute(f"SET threads = {self._threads}")
         finally:
@@ -317,8 +323,8 @@ class DuckDBSink:
 
 
 def _import_arrow() -> None:
-    """What the Arrow path imports (see `DuckDBSink.__init__`): pyarrow, pyarrow.compute, and pyarrow.dataset where
-    this pyarrow has it (DuckDB uses it to scan a registered table)."""
+    """What the Arrow path imports (see `DuckDBSink.prepare_writes`): pyarrow, pyarrow.compute, and pyarrow.dataset
+    where this pyarrow has it (DuckDB uses it to scan a registered table)."""
     importlib.import_module("pyarrow.compute")  # imports pyarrow too
     if importlib.util.find_spec("pyarrow.dataset") is not None:
         importlib.import_module("pyarrow.dataset")

@@ -454,7 +454,8 @@ class _Held:
     writes in FIFO order against the bare loop's 12). Only the order *across* streams changes: each stream's (and
     so each slice's) batches keep their order, and a batch's patch is still applied after its rows, so every
     checkpoint covers exactly the batches finished. A drain that keeps up holds one or two batches and changes
-    nothing; a drain that is behind holds at most `hold_pages` batches beyond the queue.
+    nothing; a drain that is behind holds at most `hold_pages` batches beyond the queue, or, having held none, what
+    was queued when it asked (taken in one hop from the event loop's thread): at most max(hold_pages, queue + 1).
     """
 
     __slots__ = ("_arrived", "_current", "_hold_pages", "_pages", "_patience", "_streams", "_written")
