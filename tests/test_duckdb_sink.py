@@ -319,51 +319,51 @@ def test_without_pyarrow_the_sink_takes_the_ndjson_path(tmp_path: Path) -> None:
     assert os.path.exists(tmp_path / "n.duckdb")
 
 
+_FRESH_PREAMBLE = (
+    "import sys, threading; sys.path.insert(0, {src!r})\n"
+    "from syncflow._duckdb import DuckDBSink\n"
+    "from syncflow._streams import Stream\n"
+    "assert 'pyarrow' not in sys.modules\n"
+    "def running(): return [t for t in threading.enumerate() if t.name == 'syncflow-pyarrow-import']\n"
+)
+
+
+def _in_fresh_interpreter(body: str) -> list[str]:
+    """What `body` prints, run in a new interpreter (pyarrow not imported yet) after `_FRESH_PREAMBLE`."""
+    script = _FRESH_PREAMBLE.format(src=str(REPO / "src")) + body
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
 def test_pyarrow_is_imported_on_a_thread_of_its_own_once_asked_and_joined_before_use(tmp_path: Path) -> None:
-    # A fresh interpreter, where pyarrow is not imported yet: opening the sink imports nothing (the import would
-    # slow its table set-up and the sync's start); `prepare_writes` starts importing it (and the modules DuckDB's
-    # Arrow scan and the decimals need) on one thread however often it is called; the first write uses it once that
-    # thread is done, and no thread is left behind when the sink closes. Without `prepare_writes`, the first write
-    # imports it itself.
+    # Opening the sink imports nothing (the import would slow its table set-up and the sync's start);
+    # `prepare_writes` starts importing it (and the modules DuckDB's Arrow scan and the decimals need) on one thread
+    # however often it is called; the first write uses it once that thread is done, and no thread is left behind
+    # when the sink closes. Without `prepare_writes`, the first write imports it itself.
     pytest.importorskip("pyarrow")
-    script = (
-        f"import sys, threading; sys.path.insert(0, {str(REPO / 'src')!r})\n"
-        "from syncflow._duckdb import DuckDBSink\n"
-        "from syncflow._streams import Stream\n"
-        "assert 'pyarrow' not in sys.modules\n"
-        "s = Stream('src', 't', {'id': 'LONG', 'amount': 'DECIMAL(28,6)'}, ('id',), None)\n"
-        f"k = DuckDBSink({str(tmp_path / 'a.duckdb')!r}, [s])\n"
-        "at_open = [t.name for t in threading.enumerate() if t.name == 'syncflow-pyarrow-import']\n"
-        "k.prepare_writes(); first = k._arrow_imports; k.prepare_writes()\n"
-        "started = [k._arrow_imports.name] if k._arrow_imports is first and first is not None else []\n"
-        "k.upsert('src', 't', {'id': 7, 'amount': '1.50'}); k.checkpoint({})\n"
-        "k.close()\n"
-        "left = [t.name for t in threading.enumerate() if t.name == 'syncflow-pyarrow-import']\n"
-        "imported = all(m in sys.modules for m in ('pyarrow.compute', 'pyarrow.dataset'))\n"
-        "print(len(at_open), len(started), len(left), imported)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
-    assert done.stdout.split() == ["0", "1", "0", "True"], done.stderr
-    with duckdb.connect(str(tmp_path / "a.duckdb"), read_only=True) as db:
-        assert db.sql("SELECT id, amount FROM src.t").fetchall() == [(7, Decimal("1.5"))]
-    unasked = script.replace("k.prepare_writes(); first = k._arrow_imports; k.prepare_writes()", "first = None")
-    unasked = unasked.replace(str(tmp_path / "a.duckdb"), str(tmp_path / "b.duckdb"))
-    done = subprocess.run([sys.executable, "-c", unasked], capture_output=True, text=True, timeout=60, check=True)
-    assert done.stdout.split() == ["0", "0", "0", "True"], done.stderr
-    with duckdb.connect(str(tmp_path / "b.duckdb"), read_only=True) as db:
-        assert db.sql("SELECT id, amount FROM src.t").fetchall() == [(7, Decimal("1.5"))]
+    for name, ask in (("a", "k.prepare_writes(); first = k._arrow_imports; k.prepare_writes()"), ("b", "first = None")):
+        printed = _in_fresh_interpreter(
+            "s = Stream('src', 't', {'id': 'LONG', 'amount': 'DECIMAL(28,6)'}, ('id',), None)\n"
+            f"k = DuckDBSink({str(tmp_path / f'{name}.duckdb')!r}, [s])\n"
+            "at_open = len(running())\n"
+            f"{ask}\n"
+            "started = int(first is not None and k._arrow_imports is first)\n"
+            "k.upsert('src', 't', {'id': 7, 'amount': '1.50'}); k.checkpoint({})\n"
+            "k.close()\n"
+            "imported = all(m in sys.modules for m in ('pyarrow.compute', 'pyarrow.dataset'))\n"
+            "print(at_open, started, len(running()), imported)\n"
+        )
+        assert printed == ["0", "1" if name == "a" else "0", "0", "True"]
+        with duckdb.connect(str(tmp_path / f"{name}.duckdb"), read_only=True) as db:
+            assert db.sql("SELECT id, amount FROM src.t").fetchall() == [(7, Decimal("1.5"))]
 
 
 def test_a_sink_closed_before_any_write_joins_its_import_and_starts_none_after(tmp_path: Path) -> None:
     # A sink closed unused (a sync that failed at once) starts no import when asked afterwards; one closed after
-    # prepare_writes with nothing written (the failed-sync path) joins its import thread. A fresh interpreter, so
-    # pyarrow is not imported yet when the first sink is asked.
+    # prepare_writes with nothing written (the failed-sync path) joins its import thread.
     pytest.importorskip("pyarrow")
-    script = (
-        f"import sys, threading; sys.path.insert(0, {str(REPO / 'src')!r})\n"
-        "from syncflow._duckdb import DuckDBSink\n"
-        "from syncflow._streams import Stream\n"
-        "def running(): return [t for t in threading.enumerate() if t.name == 'syncflow-pyarrow-import']\n"
+    printed = _in_fresh_interpreter(
         "s = Stream('src', 't', {'id': 'LONG'}, ('id',), None)\n"
         f"unused = DuckDBSink({str(tmp_path / 'u.duckdb')!r}, [s]); unused.close(); unused.prepare_writes()\n"
         "after_close = len(running()) + ('pyarrow' in sys.modules)\n"
@@ -372,8 +372,7 @@ def test_a_sink_closed_before_any_write_joins_its_import_and_starts_none_after(t
         "k.close()\n"
         "print(after_close, started, len(running()))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
-    assert done.stdout.split() == ["0", "True", "0"], done.stderr
+    assert printed == ["0", "True", "0"]
 
 
 class _FailingCommit:
