@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import lzma
+import random
 import time
 from array import array
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 from support.helpers import durable_sink
 from support.sim import RecordingSink, assert_matches_truth, sync_once, truth_keys
 from syncflow._exceptions import StateError
-from syncflow._keyset import _LZMA_FILTERS, IntRanges, KeySet
+from syncflow._keyset import _LZMA_FILTERS, ADDED, IntRanges, KeySet
 from syncflow._state import AddKeys, KeysNotIn, RemoveKeys, StateDocument, StatePatch
 from syncflow.sim import Mutation, Simulator
 
@@ -147,6 +148,74 @@ def test_a_damaged_packed_range_set_is_refused(varints: bytes, problem: str) -> 
     packed = base64.b85encode(lzma.compress(varints, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)).decode()
     with pytest.raises(StateError, match=problem):
         KeySet.from_json({"i": packed}, "accelo.jobs keys")
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.just("add"), st.lists(st.one_of(st.integers(0, 5000), st.from_regex(r"E[0-9]{4}",
+                                                                                                fullmatch=True)),
+                                                max_size=40)),
+            st.tuples(st.just("remove"), st.lists(st.integers(0, 5000), max_size=10)),
+            st.tuples(st.just("checkpoint"), st.booleans()),  # True: resume from it (a new document)
+        ),
+        max_size=60,
+    ),
+)
+def test_key_sets_checkpointed_as_a_base_plus_additions_read_back_exactly(steps: list[tuple[str, Any]]) -> None:
+    # A live key set is written as its last full encoding plus the keys added since (`_LiveKeys`); whatever the
+    # mix of additions, removals and checkpoints (and resumes from them), every checkpoint reads back as exactly the
+    # keys added and not removed by then: a key lost there is a delete never sent.
+    state, model = StateDocument(), set[Any]()
+    for kind, value in [*steps, ("checkpoint", True)]:
+        if kind == "add":
+            state.apply("s", [(("keys",), AddKeys(value))])
+            model |= set(value)
+        elif kind == "remove":
+            state.apply("s", [(("keys",), RemoveKeys(value))])
+            model -= set(value)
+        else:
+            saved = json.loads(json.dumps(state.as_dict()))
+            entry = saved["streams"].get("s", {}).get("keys")
+            assert set(KeySet.from_json(entry, "s")) == model
+            if value:
+                state = StateDocument.load(saved)
+
+
+def test_a_growing_key_set_is_not_re_encoded_whole_at_every_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A first sync's shape: 300 batches of 100 new ids (a gap after ~1 in 10), a checkpoint after each. Encoding
+    # the whole set each time costs ~150 times its final size in ranges; written as a base plus the additions since,
+    # a small multiple. Counted in ranges encoded, not timed.
+    encoded = [0]
+    encode = IntRanges.encode
+
+    def counting(self: IntRanges) -> Any:
+        encoded[0] += self.ranges
+        return encode(self)
+
+    monkeypatch.setattr(IntRanges, "encode", counting)
+    rng, state, next_id, forms = random.Random(3), StateDocument(), 0, set()
+    for _ in range(300):
+        batch = []
+        for _ in range(100):
+            next_id += 2 if rng.random() < 0.1 else 1
+            batch.append(next_id)
+        state.apply("s", [(("keys",), AddKeys(batch))])
+        saved = json.loads(json.dumps(state.as_dict()))
+        forms.add(ADDED in saved["streams"]["s"]["keys"])
+    final = KeySet.from_json(saved["streams"]["s"]["keys"], "s")
+    assert len(final) == 30_000 and final.ranges > 2_000
+    assert forms == {True, False}  # both a full encoding and additions on top of one were written
+    assert encoded[0] <= 40 * final.ranges, (encoded[0], final.ranges)
+
+
+def test_a_key_set_with_nested_or_malformed_additions_is_one_clear_state_error() -> None:
+    with pytest.raises(StateError, match=r"accelo\.jobs keys is malformed"):
+        KeySet.from_json({"i": [1, 2], ADDED: {"i": [4, 5], ADDED: {"i": [7, 7]}}}, "accelo.jobs keys")
+    with pytest.raises(StateError, match=r"accelo\.jobs keys is malformed"):
+        KeySet.from_json({"i": [1, 2], ADDED: [4, 5]}, "accelo.jobs keys")
+    assert set(KeySet.from_json({"i": [1, 2], ADDED: {"i": [2, 4], "v": ["x"]}}, "k")) == {1, 2, 3, 4, "x"}
 
 
 def test_state_applies_key_ops_and_checkpoints_them_compactly() -> None:

@@ -14,12 +14,16 @@ LZMA-compressed varint deltas (every gap between ranges, then every range length
 range. Measured (`python -m benchmarks.reconcile`, BENCHMARKS.md): 1,000,000 ids with 1 % missing take ~13 KB; with
 the simulator's gap after ~1 id in 10 (~100,000 ranges) ~116 KB, close to the entropy of such gaps (~87 KB of bits
 before text encoding), so the 100 KB aim holds for ids up to roughly one gap in 12.
+
+A live set in the state document may be written with the keys added since its last full encoding under ``"+"``
+(`ADDED`), as a key set of its own (`_state._LiveKeys`); `KeySet.from_json` reads the two back as one set.
 """
 
 from __future__ import annotations
 
 import base64
 import bisect
+import heapq
 import itertools
 import lzma
 import re
@@ -29,9 +33,11 @@ from typing import Any
 
 from ._exceptions import StateError
 
-__all__ = ["IntRanges", "KeySet"]
+__all__ = ["ADDED", "IntRanges", "KeySet"]
 
 _FLAT_MAX_RANGES = 16
+#: In a key set's JSON form: the keys added since the rest was written, as a key set of their own (see `_state`).
+ADDED = "+"
 # A 256 KiB window covers the packed ranges of ~1,000,000 ids and keeps each checkpoint's encode ~1 ms for a small
 # set (the preset's 8 MiB window costs ~9 ms to set up, whatever the size of the data).
 _LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6, "dict_size": 1 << 18}]
@@ -173,6 +179,23 @@ class IntRanges:
                     yield from range(cur, olo[k])
                 cur = max(cur, ohi[k] + 1)
                 k += 1
+
+    def union(self, other: IntRanges) -> IntRanges:
+        """A new set of the values in either: the two range lists merged, range by range (a set holding a run of a
+        million ids is one range, never a million values)."""
+        merged = IntRanges()
+        pairs = heapq.merge(zip(self._lo, self._hi, strict=True), zip(other._lo, other._hi, strict=True))
+        current: tuple[int, int] | None = None
+        for lo, hi in pairs:
+            if current is not None and lo <= current[1] + 1:
+                current = (current[0], max(current[1], hi))
+                continue
+            if current is not None:
+                merged._append(*current)
+            current = (lo, hi)
+        if current is not None:
+            merged._append(*current)
+        return merged
 
     def encode(self) -> Any:
         if len(self._lo) <= _FLAT_MAX_RANGES:
@@ -350,6 +373,19 @@ class KeySet:
         if group is not None:
             group.discard(split[1])
 
+    @property
+    def ranges(self) -> int:
+        """What the set costs to encode: its ranges of integers plus its verbatim strings."""
+        return self._ints.ranges + sum(g.ranges for g in self._groups.values()) + len(self._verbatim)
+
+    def union_update(self, other: KeySet) -> None:
+        """Add every key of `other`, range by range."""
+        self._ints = self._ints.union(other._ints)
+        for group, numbers in other._groups.items():
+            mine = self._groups.get(group)
+            self._groups[group] = numbers.union(IntRanges()) if mine is None else mine.union(numbers)
+        self._verbatim |= other._verbatim
+
     def difference(self, other: KeySet) -> list[Key]:
         """The keys in self and not in `other`."""
         out: list[Key] = list(self._ints.difference(other._ints))
@@ -392,6 +428,11 @@ class KeySet:
             if not isinstance(verbatim, list) or not all(isinstance(v, str) for v in verbatim):
                 raise ValueError("verbatim keys must be a list of strings")
             keys._verbatim = set(verbatim)
+            if ADDED in raw:  # the keys added since the rest was written (`_state._LiveKeys`): one level only
+                added = raw[ADDED]
+                if not isinstance(added, dict) or ADDED in added:
+                    raise ValueError(f"{ADDED!r} holds a key set without one of its own")
+                keys.union_update(cls.from_json(added, what))
         except (ValueError, TypeError, lzma.LZMAError) as exc:
             raise StateError(f"state: {what} is malformed ({exc})") from None
         return keys
