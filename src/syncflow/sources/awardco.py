@@ -312,7 +312,8 @@ class _AwardcoRun:
             since, started, first_page, pass_number = self._start, None, 1, 1
         if first_page > 1:
             logger.info("%s: resuming an interrupted sync at page %d", USER.key, first_page)
-        if not await self._sync(since, started, first_page, pass_number, report):
+        saved_run = entry.get("run") if started is not None and isinstance(entry.get("run"), dict) else None
+        if not await self._sync(since, started, first_page, pass_number, report, saved_run):
             report.warnings.append(
                 f"{USER.key}: the users kept moving during {MAX_PASSES} passes; the next sync reads them again"
             )
@@ -402,11 +403,14 @@ class _AwardcoRun:
         assert self._keys is not None
         if where == "sweep":
             self._keys.repaired += len(rows)
-            # A sweep's pass may span several syncs (its budget): what the pass has seen is saved with it.
-            if seen.full and page == 1:
-                patch += [((where, "view"), None), ((where, "from_start"), True)]
-            patch += [((where, "view"), AddKeys([row["employeeId"] for row in rows])),
-                      ((where, "totals"), sorted(seen.totals))]  # fmt: skip
+        # What the pass has seen is saved with it: a sweep's pass may span several syncs (its budget), and a sync
+        # killed mid-pass resumes it. Without this, a resumed pass could not be confirmed (it had not seen the pages
+        # before the kill) and every user was read again: a whole pass of redo, not the one checkpoint interval a
+        # kill may cost.
+        if seen.full and page == 1:
+            patch += [((where, "view"), None), ((where, "from_start"), True)]
+        patch += [((where, "view"), AddKeys([row["employeeId"] for row in rows])),
+                  ((where, "totals"), sorted(seen.totals))]  # fmt: skip
         patch.extend(self._keys.ops_for(rows))
         await self._send.send(
             Batch(USER.key, USER.source, USER.table, rows, patch, requests=1, total_rows=self._expected)
@@ -443,7 +447,8 @@ class _AwardcoRun:
     ) -> bool | None:  # fmt: skip
         """Rounds until the set is confirmed (True); False after MAX_PASSES rounds; None when the budget ran out.
 
-        `saved`: a sweep's progress, whose pass began in an earlier sync (its view, totals, whether it began at 1).
+        `saved`: the progress of a pass that began in an earlier sync (a sweep's, or an interrupted sync's): its
+        view, totals, whether it began at 1.
         """
         union = KeySet()  # every user any round of this read returned
         view = KeySet()  # every user returned since the last full pass began
@@ -452,17 +457,23 @@ class _AwardcoRun:
         last_full: _Round | None = None
         resumed: _Round | None = None
         if saved is not None and page > 1:
-            assert self._keys is not None and self._keys.seen is not None
+            assert self._keys is not None
             try:
-                view = KeySet.from_json(saved.get("view"), f"{USER.key} sweep view")
+                view = KeySet.from_json(saved.get("view"), f"{USER.key} {where} view")
             except StateError:
                 view = KeySet()
             resumed = _Round(number, full=True, from_start=saved.get("from_start") is True and len(view) > 0)
             totals = saved.get("totals")
             if isinstance(totals, list):
                 resumed.totals = {t for t in totals if isinstance(t, int) and not isinstance(t, bool)}
-            self._keys.merge()
-            union = KeySet(self._keys.seen)  # what the sweep saw before this sync, for "no one new"
+            if where == "sweep":
+                self._keys.merge()
+                assert self._keys.seen is not None
+                union = KeySet(self._keys.seen)  # what the sweep saw before this sync, for "no one new"
+            else:
+                # The rounds before the kill are not saved, only this pass's users: fewer than the read returned,
+                # so a user may count as new that was not (one more round, never one less).
+                union = KeySet(view)
         while True:
             full = last_full is None or not _reread_suffices(rounds[-1], last_full)
             seen = _Round(number, full=full, from_start=full and page == 1)
@@ -495,7 +506,10 @@ class _AwardcoRun:
             )  # fmt: skip
             number, page, first = number + 1, 1, None
 
-    async def _sync(self, since: str | None, started: str | None, page: int, number: int, report: SourceReport) -> bool:
+    async def _sync(
+        self, since: str | None, started: str | None, page: int, number: int, report: SourceReport,
+        resumed_run: Mapping[str, Any] | None,
+    ) -> bool:  # fmt: skip
         reply = await self._fetch(since, page)
         now = reply.server_time if reply.server_time is not None else self._clock_now
         self._server_now = int(now)
@@ -505,7 +519,8 @@ class _AwardcoRun:
         if fresh:
             run = {"since": since, "started": started, "next_page": page, "pass": number}
             await self._send.send(Batch(USER.key, USER.source, USER.table, [], [(("run",), run)]))
-        confirmed = await self._read_until_confirmed(since, "run", page, number, reply, None)
+        confirmed = await self._read_until_confirmed(since, "run", page, number, reply, None,
+                                                     saved=None if fresh else resumed_run)  # fmt: skip
         assert self._keys is not None
         done: list[tuple[tuple[str, ...], Any]] = [(("run",), None)]
         if confirmed:
