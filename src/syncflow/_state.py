@@ -116,8 +116,9 @@ class _LiveKeys:
     def to_json(self) -> dict[str, Any]:
         if self.encoded is None:
             if self.base is None or self.added.ranges * _FOLD_RATIO > self.keys.ranges:
-                self.base, self.added = self.keys.to_json(), KeySet()
-                self.encoded = self.base
+                self.encoded, self.added = self.keys.to_json(), KeySet()
+                # A small set is re-encoded whole in a millisecond: not worth keeping its additions apart.
+                self.base = self.encoded if self.keys.ranges >= _DELTA_FROM_RANGES else None
             else:
                 self.encoded = {**self.base, ADDED: self.added.to_json()} if self.added else self.base
         return self.encoded
@@ -126,6 +127,8 @@ class _LiveKeys:
 # The whole set is re-encoded once its additions exceed 1/16 of it (in ranges): a checkpoint then costs ~1/32 of a
 # full encoding on average, and the full encodings of a growing set total ~17 times its final size.
 _FOLD_RATIO = 16
+# Below this many ranges (a few thousand keys with gaps) every checkpoint encodes the set whole (~1 ms).
+_DELTA_FROM_RANGES = 1024
 
 
 def _plain(node: Any) -> Any:
