@@ -633,3 +633,21 @@ def test_an_awardco_sync_killed_mid_pass_resumes_with_the_pages_left(make_sim: M
     confirming = 0 if include_total else 1000
     assert resumed.upserts <= 1000 - (next_page - 1) * 100 + 100 + confirming, (resumed.upserts, next_page)
     assert set(kept.tables["awardco.user"]) | set(resumed.tables["awardco.user"]) == truth_keys(sim)["awardco.user"]
+
+
+def test_an_awardco_pass_resumed_after_users_were_deleted_still_reads_every_user(make_sim: MakeSim) -> None:
+    # A real API changes between the kill and the resume: users deleted from pages already read shift later users
+    # onto them, where the resumed pass would never look. Its saved totals (1000) disagree with the pages it reads
+    # now (995), so the pass is not confirmed and a new one reads everyone: no user is missed.
+    sim = make_sim(awardco_users=1000)
+    first = RecordingSink()
+    sync_once(sim, first, streams=["awardco.user"], checkpoint_every_rows="100")
+    runs = [c["streams"].get("awardco.user", {}).get("run") for c in first.checkpoints]
+    index = next(i for i, run in enumerate(runs) if run and run.get("next_page", 0) >= 5 and run.get("pass") == 1)
+    kept = durable_sink(first, index)
+    sim.apply_mutation(Mutation(after_requests=1, source="awardco", entity="user", delete=5))
+    resumed = RecordingSink()
+    sync_once(sim, resumed, StateDocument.load(kept.checkpoints[-1]), streams=["awardco.user"],
+              checkpoint_every_rows="100")  # fmt: skip
+    missing = truth_keys(sim)["awardco.user"] - set(kept.tables["awardco.user"]) - set(resumed.tables["awardco.user"])
+    assert not missing, sorted(missing)[:10]
