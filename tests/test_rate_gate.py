@@ -133,3 +133,65 @@ def test_the_gate_never_overspends_whatever_order_the_server_counts_and_answers_
         assert admitted == limit
 
     anyio.run(scenario)
+
+
+def test_an_opening_burst_goes_together_then_spends_exactly_what_the_server_says() -> None:
+    """`probe_opening=False` (the engine found no sign of a spent window): the first requests leave together, with no
+    probe; the first answer then bounds what remains, counting the others still in flight."""
+    clock = FakeClock()
+    reset = str(int(clock.now) + 60)
+
+    async def scenario() -> None:
+        gate = RateGate("api", requests_per_hour=10_000, max_concurrency=4, max_wait=0.5, clock=clock,
+                        probe_opening=False)  # fmt: skip
+        opening = [gate.admit("GET /x") for _ in range(4)]
+        with anyio.fail_after(1):
+            for request in opening:
+                await request.__aenter__()  # none waits for another's answer
+        assert gate.statistics().in_flight == 4 and gate.last_window() is None
+        # The server counted all four (its answers say 9, 8, 7, 6 remain), read here in another order.
+        for request, left in zip(opening, ("7", "9", "6", "8")):
+            gate.observe(200, {"x-ratelimit-remaining": left, "x-ratelimit-reset": reset})
+            await request.__aexit__(None, None, None)
+        assert gate.last_window() == {"remaining": 6, "reset_at": float(reset)}
+        admitted = 0
+        with pytest.raises(syncflow.BudgetExhausted):
+            while True:
+                async with gate.admit("GET /x"):
+                    admitted += 1
+        assert admitted == 6
+        assert gate.last_window() == {"remaining": 0, "reset_at": float(reset)}
+
+    anyio.run(scenario)
+
+
+def test_by_default_the_opening_request_is_a_probe() -> None:
+    async def scenario() -> None:
+        gate = RateGate("api", requests_per_hour=10_000, max_concurrency=4, max_wait=0.5, clock=FakeClock())
+        async with gate.admit("GET /x"):
+            with anyio.move_on_after(0.2) as waited:
+                async with gate.admit("GET /x"):
+                    pass
+            assert waited.cancelled_caught, "a second request left before the probe's answer"
+
+    anyio.run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("saved", "probe"),
+    [
+        (None, False),  # a first sync: nothing suggests a spent window
+        ({"remaining": 0, "reset_at": 1_700_000_060.0}, True),  # the last sync spent this window
+        ({"remaining": 3, "reset_at": 1_700_000_060.0}, True),  # fewer left than a burst
+        ({"remaining": 16, "reset_at": 1_700_000_060.0}, False),  # a burst's worth left
+        ({"remaining": 0, "reset_at": 1_699_999_000.0}, False),  # that window has rolled over
+        ({"remaining": "0", "reset_at": 1_700_000_060.0}, False),  # malformed: as if nothing were saved
+        ({"remaining": True, "reset_at": 1_700_000_060.0}, False),
+        ({"remaining": 0, "reset_at": float("inf")}, False),
+        ([0, 1_700_000_060.0], False),
+    ],
+)
+def test_whether_the_opening_probes_follows_the_last_syncs_view_of_the_window(saved: object, probe: bool) -> None:
+    from syncflow._http._limits import opening_needs_probe
+
+    assert opening_needs_probe(saved, now=1_700_000_000.0, burst=16) is probe

@@ -5,12 +5,16 @@ duplicated in the final tables (a DuckDB file with primary keys, and a recording
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import anyio
 import duckdb
+import httpx
 import pytest
 
 import syncflow
@@ -95,3 +99,72 @@ def test_budget_exhaustion_into_duckdb_loses_and_duplicates_nothing(make_sim: Ma
     final = _duckdb_counts(path)
     for stream, expected in truth.items():
         assert final.get(stream) == (expected, expected), f"{stream}: (rows, distinct keys) {final.get(stream)}"
+
+
+def test_a_sync_in_the_window_the_last_one_spent_asks_once_not_with_a_burst(make_sim: MakeSim) -> None:
+    """The last sync's view of Accelo's window is kept in the state: a sync started while that window is still spent
+    (every scheduled sync of a first load the budget cuts short) sends one probe and stops, instead of opening with a
+    burst of 429s. A sync with nothing saved (a first sync) opens with its counts and first pages together: against
+    this spent window, that burst is what it draws."""
+    # With latency, requests sent together are in flight together (the simulator counts each as it answers).
+    simulator = _clocked_sim(make_sim, [0.0], latency=0.05)
+    sink = RecordingSink()
+    first, _ = sync_once(simulator, sink, max_rate_limit_wait_seconds="2", max_concurrency="4")
+    assert first.stopped_early and simulator.stats().rate_limited == 0
+    saved = sink.checkpoints[-1]
+    views = [entry["rate_window"] for key, entry in saved["streams"].items() if key.startswith("accelo.")
+             and "rate_window" in entry]  # fmt: skip
+    assert views and all(view["remaining"] < 4 for view in views), saved["streams"]
+    # Another client spends what the window has left (one request at a time, so it stops at exactly none left).
+    other, _ = sync_once(simulator, RecordingSink(), streams=["accelo.companies"], max_rate_limit_wait_seconds="2",
+                         max_concurrency="1")  # fmt: skip
+    assert other.stopped_early and simulator.stats().rate_limited == 0
+    drawn: dict[bool, int] = {}
+    for kept in (True, False):
+        state: dict[str, Any] = copy.deepcopy(saved) if kept else {}
+        before = simulator.stats().rate_limited
+        again, _ = sync_once(simulator, RecordingSink(), StateDocument.load(state), max_rate_limit_wait_seconds="2",
+                             max_concurrency="4")  # fmt: skip
+        assert again.stopped_early
+        drawn[kept] = simulator.stats().rate_limited - before
+    assert drawn == {True: 1, False: 4}
+
+
+class _OpeningWatch(httpx.AsyncBaseTransport):
+    """Holds the first Accelo list requests until `want` of them are in flight, or a second has passed: `opening` is
+    how many the sync sent before any of them was answered."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, want: int) -> None:
+        self._inner, self._want = inner, want
+        self._in_flight = 0
+        self.opening: int | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not request.url.path.startswith("/api/v0/") or self.opening is not None:
+            return await self._inner.handle_async_request(request)
+        self._in_flight += 1
+        with anyio.move_on_after(1.0):
+            while self._in_flight < self._want and self.opening is None:
+                await anyio.sleep(0.005)
+        if self.opening is None:
+            self.opening = self._in_flight
+        self._in_flight -= 1
+        return await self._inner.handle_async_request(request)
+
+
+def test_with_no_sign_of_a_spent_window_the_opening_requests_go_together(make_sim: MakeSim) -> None:
+    """A first sync (nothing saved), and a sync whose saved view of the window is from an earlier window, send their
+    counts and first pages together: no round trip spent on a probe."""
+    offset = [0.0]
+    simulator = _clocked_sim(make_sim, offset)
+    configuration = sim_configuration(max_concurrency="16", streams="accelo.*")
+    state = StateDocument()
+    for _ in range(2):
+        watch = _OpeningWatch(simulator.transport(), want=6)
+        sink = RecordingSink()
+        result = syncflow.sync(configuration, sink, state=state.as_dict(), transport=watch, progress=False)
+        assert watch.opening is not None and watch.opening >= 6, watch.opening
+        assert simulator.stats().rate_limited == 0
+        state = StateDocument.load(sink.checkpoints[-1])
+        offset[0] += 3700.0  # the next sync starts in a new window (the budget here is 15 requests an hour)
+        assert result.stopped_early or not result.warnings

@@ -40,6 +40,7 @@ from ._exceptions import (
 )
 from ._http import ApiClient, RateGate, RequestStatistics, RetryPolicy
 from ._http._body import ACCEPT_ENCODING
+from ._http._limits import opening_needs_probe
 from ._http._origin import cleartext_problem, origin_guard
 from ._http._transport import api_transport
 from ._pipeline import AsyncPipeline, Batch, DrainStatistics, Progress, Sink, drain_into, iterate_pipeline
@@ -153,6 +154,25 @@ def _first_syncflow_error(exc: BaseException) -> SyncflowError | None:
     return None
 
 
+#: The stream state key holding the last sync's view of its API's rate window (`RateGate.last_window`).
+RATE_WINDOW = "rate_window"
+
+
+class _NotingSend(ObjectSendStream[Batch]):
+    """The send stream one source writes to: every batch passes through; the streams that sent one are noted."""
+
+    def __init__(self, inner: ObjectSendStream[Batch]) -> None:
+        self._inner = inner
+        self.keys: set[str] = set()
+
+    async def send(self, item: Batch) -> None:
+        self.keys.add(item.stream)
+        await self._inner.send(item)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 class _Producer:
     def __init__(
         self,
@@ -208,41 +228,60 @@ class _Producer:
     def _retry(self) -> RetryPolicy:
         return RetryPolicy(max_time=self.settings.max_retry_seconds)
 
-    def _gate(self, api: str, per_hour: int) -> RateGate:
+    def _gate(self, api: str, per_hour: int, prior: Mapping[str, Mapping[str, Any]] | None = None) -> RateGate:
+        # A sync's opening requests go together unless the last sync's view of the server's window (kept in each
+        # stream it wrote) says this window is still current and nearly spent; see `RateGate`. Without a `prior`
+        # (the setup test's reads), the first request probes.
+        concurrency = self.settings.max_concurrency
+        probe = prior is None or any(
+            opening_needs_probe(entry.get(RATE_WINDOW), now=time.time(), burst=concurrency) for entry in prior.values()
+        )
         return RateGate(
             api,
             requests_per_hour=per_hour,
-            max_concurrency=self.settings.max_concurrency,
+            max_concurrency=concurrency,
             max_wait=self.settings.max_rate_limit_wait_seconds,
+            probe_opening=probe,
         )
 
     async def __call__(self, send: ObjectSendStream[Batch]) -> list[SourceReport]:
         reports: list[SourceReport] = []
+        noted: dict[str, _NotingSend] = {}
         async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
             for plugin, found in self.settings.configured():
                 tables = [s.table for s in self.streams if s.source == plugin.name]
                 if not tables:
                     continue
                 name = plugin.name
+                prior = {key: entry for key, entry in self.prior.items() if key.split(".", 1)[0] == name}
                 http = await stack.enter_async_context(self._http(found.base_url, name))
                 auth = found.authenticator(http, api=name, max_response_bytes=self.settings.max_response_bytes)
                 client = ApiClient(
-                    name, http, auth=auth, gate=self._gate(name, found.requests_per_hour), retry=self._retry(),
-                    max_response_bytes=self.settings.max_response_bytes,
+                    name, http, auth=auth, gate=self._gate(name, found.requests_per_hour, prior),
+                    retry=self._retry(), max_response_bytes=self.settings.max_response_bytes,
                 )  # fmt: skip
                 self.clients[name] = client
                 # Kept even if the source fails: it says which streams completed before.
                 report = SourceReport(name, grant=plugin.permission_hint)
                 reports.append(report)
+                noted[name] = _NotingSend(send)
                 run = SourceRun(
-                    name=name, settings=found, client=client, send=send, tables=tables,
-                    prior={key: entry for key, entry in self.prior.items() if key.split(".", 1)[0] == name},
+                    name=name, settings=found, client=client, send=noted[name], tables=tables, prior=prior,
                     report=report, concurrency=self.settings.max_concurrency, start_date=self.settings.start_date,
                     clock_now=time.time(), reconcile_every_seconds=self.settings.reconcile_every_hours * 3600,
                     sweep_requests=self._sweep_requests(found.requests_per_hour),
                     chosen={s.table: s for s in self.streams if s.source == name},
                 )  # fmt: skip
                 tg.start_soon(self._run, plugin, run)
+        # What each gate last knew of its server's window, into every stream that wrote this sync (not only those
+        # that completed: a first load cut short by the budget is what the next sync must not burst into).
+        for name, streams in noted.items():
+            view = self.clients[name].gate.last_window()
+            if view is None:
+                continue
+            for stream in self.streams:
+                if stream.key in streams.keys:
+                    await send.send(Batch(stream.key, stream.source, stream.table, [], [((RATE_WINDOW,), view)]))
         return reports
 
     def _sweep_requests(self, per_hour: int) -> int:

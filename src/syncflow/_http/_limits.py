@@ -12,7 +12,11 @@ Three things decide when a request may leave, checked in this order:
    only lowered: responses are read in a different order than the server counted them (they arrive together, and a
    busy loop reads them in any order), and a bound taken while many were in flight would otherwise stay too low
    for the rest of the window (measured: 2-10 of 40 requests a window left unspent). Until the first header of a
-   window arrives we send one probe at a time, so a fresh sync against a half-spent window cannot overshoot. A
+   window arrives we send one probe at a time, so a sync against a spent window cannot overshoot — except at a
+   sync's opening, when the engine may say (`probe_opening=False`) that nothing suggests the window is spent: the
+   last sync's view of it (`last_window`, kept in the state) is missing, from an earlier window, or left at least
+   a burst's worth. The opening requests then go together and save a round trip; the worst a wrong guess costs (a
+   window another client spent) is up to `max_concurrency` 429s once, each retried after its `Retry-After`. A
    `429` + `Retry-After` blocks all sends until then.
 3. **The client's budget** (`requests_per_hour`) through an `aiolimiter` token bucket, for servers that send no
    headers.
@@ -40,7 +44,7 @@ from aiolimiter import AsyncLimiter
 
 from .._exceptions import BudgetExhausted
 
-__all__ = ["RateGate", "RateStatistics", "ServerClock", "parse_retry_after"]
+__all__ = ["RateGate", "RateStatistics", "ServerClock", "opening_needs_probe", "parse_retry_after"]
 
 # After a window's reset time passes, wait this much longer before probing, so a server clock a little behind ours
 # does not answer the probe with a 429.
@@ -135,6 +139,7 @@ class RateGate:
         max_concurrency: int,
         max_wait: float,
         clock: Callable[[], float] = time.time,
+        probe_opening: bool = True,
     ) -> None:
         self.api = api
         self._clock = clock
@@ -147,6 +152,8 @@ class RateGate:
         self._reset_at: float | None = None
         self._blocked_until = 0.0
         self._probing = False
+        # Until the first response: requests need no probe (the engine found no sign of a spent window).
+        self._opening = not probe_opening
         self._changed = anyio.Event()
         self._in_flight = 0
         self._peak_in_flight = 0
@@ -176,6 +183,15 @@ class RateGate:
             rate_limited=self._rate_limited,
             seconds_waited_for_budget=self._waited,
         )
+
+    def last_window(self) -> dict[str, float] | None:
+        """What this gate last knew of the server's window, for the state (the next sync's `opening_needs_probe`):
+        `remaining`, its estimate of what new requests the server still accepts (requests admitted but never
+        answered, say cancelled when the sync stopped, count as spent: the server may have counted them), and
+        `reset_at` on this machine's clock. None when no header said."""
+        if self._reset_at is None or self._remaining is None or math.isinf(self._remaining):
+            return None
+        return {"remaining": int(self._remaining), "reset_at": round(self._reset_at, 3)}
 
     @asynccontextmanager
     async def admit(self, endpoint: str) -> AsyncIterator[None]:
@@ -209,6 +225,8 @@ class RateGate:
                 await self._sleep(self._blocked_until - now, endpoint, "Retry-After")
                 continue
             if self._remaining is None:
+                if self._opening:
+                    return False
                 if self._probing:
                     await self._changed.wait()
                     continue
@@ -240,6 +258,7 @@ class RateGate:
     def observe(self, status_code: int, headers: Mapping[str, str]) -> None:
         """Learn from a response (any status): the server's remaining budget, its reset time, Retry-After."""
         self._responses += 1
+        opening, self._opening = self._opening, False
         self.server_clock.observe(headers)
         now = self._clock()
         if status_code == 429:
@@ -265,7 +284,7 @@ class RateGate:
         remaining = _parse_int(headers.get("x-ratelimit-remaining"))
         reset = self._parse_reset(headers.get("x-ratelimit-reset"), now)
         if remaining is None:
-            if self._remaining is None and self._probing:
+            if self._remaining is None and (self._probing or opening):
                 # This server sends no budget headers: only the client bucket applies.
                 self._remaining = math.inf
                 self._reset_at = None
@@ -294,6 +313,20 @@ class RateGate:
         if number is None:
             return None
         return self.server_clock.to_local(number) if number >= _UNIX_TS_THRESHOLD else now + number
+
+
+def opening_needs_probe(saved: object, *, now: float, burst: int) -> bool:
+    """Whether a sync's first requests to an API must wait for a probe: only when `saved` (a `last_window` the
+    previous sync kept) says this window, still current at `now`, had fewer than `burst` requests left. Anything
+    else, including nothing saved or a malformed entry, lets the opening requests go together."""
+    if not isinstance(saved, Mapping):
+        return False
+    remaining, reset_at = saved.get("remaining"), saved.get("reset_at")
+    numbers = [v for v in (remaining, reset_at) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(numbers) != 2 or not all(math.isfinite(v) for v in numbers):
+        return False
+    remaining, reset_at = numbers
+    return now < reset_at + _RESET_MARGIN_SECONDS and remaining < burst
 
 
 def _parse_int(value: str | None) -> int | None:
