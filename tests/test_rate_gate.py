@@ -150,7 +150,7 @@ def test_an_opening_burst_goes_together_then_spends_exactly_what_the_server_says
                 await request.__aenter__()  # none waits for another's answer
         assert gate.statistics().in_flight == 4 and gate.last_window() is None
         # The server counted all four (its answers say 9, 8, 7, 6 remain), read here in another order.
-        for request, left in zip(opening, ("7", "9", "6", "8")):
+        for request, left in zip(opening, ("7", "9", "6", "8"), strict=True):
             gate.observe(200, {"x-ratelimit-remaining": left, "x-ratelimit-reset": reset})
             await request.__aexit__(None, None, None)
         assert gate.last_window() == {"remaining": 6, "reset_at": float(reset)}

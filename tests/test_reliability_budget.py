@@ -19,7 +19,14 @@ import pytest
 
 import syncflow
 from support.helpers import assert_checkpoints_safe, durable_sink
-from support.sim import RecordingSink, assert_matches_truth, sim_configuration, sync_once, truth_keys
+from support.sim import (
+    CLASSIC_STREAMS,
+    RecordingSink,
+    assert_matches_truth,
+    sim_configuration,
+    sync_once,
+    truth_keys,
+)
 from syncflow._state import StateDocument
 from syncflow.sim import Simulator
 
@@ -27,7 +34,8 @@ MakeSim = Callable[..., Simulator]
 
 
 def _clocked_sim(make_sim: MakeSim, offset: list[float], **config: object) -> Simulator:
-    return make_sim(seed=4, accelo_rate_limit=15, rate_window=3600, clock=lambda: time.time() + offset[0], **config)
+    config.setdefault("accelo_rate_limit", 15)
+    return make_sim(seed=4, rate_window=3600, clock=lambda: time.time() + offset[0], **config)
 
 
 def test_budget_runs_out_mid_sync_then_next_window_completes(
@@ -137,34 +145,58 @@ class _OpeningWatch(httpx.AsyncBaseTransport):
     def __init__(self, inner: httpx.AsyncBaseTransport, want: int) -> None:
         self._inner, self._want = inner, want
         self._in_flight = 0
+        self._enough: anyio.Event | None = None  # made on the sync's event loop
         self.opening: int | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if not request.url.path.startswith("/api/v0/") or self.opening is not None:
             return await self._inner.handle_async_request(request)
+        self._enough = self._enough or anyio.Event()
         self._in_flight += 1
+        if self._in_flight >= self._want:
+            self._enough.set()
         with anyio.move_on_after(1.0):
-            while self._in_flight < self._want and self.opening is None:
-                await anyio.sleep(0.005)
+            await self._enough.wait()
         if self.opening is None:
             self.opening = self._in_flight
+            self._enough.set()
         self._in_flight -= 1
         return await self._inner.handle_async_request(request)
 
 
-def test_with_no_sign_of_a_spent_window_the_opening_requests_go_together(make_sim: MakeSim) -> None:
-    """A first sync (nothing saved), and a sync whose saved view of the window is from an earlier window, send their
-    counts and first pages together: no round trip spent on a probe."""
+def test_the_opening_requests_go_together_unless_the_saved_view_says_this_window_is_spent(make_sim: MakeSim) -> None:
+    """A first sync (nothing saved) sends its counts and first pages together, and so does a later sync whose saved
+    view of the window left a burst's worth or is from an earlier window: no round trip spent on a probe. A saved
+    view of this window with less than a burst left makes the opening one probe."""
     offset = [0.0]
-    simulator = _clocked_sim(make_sim, offset)
-    configuration = sim_configuration(max_concurrency="16", streams="accelo.*")
-    state = StateDocument()
-    for _ in range(2):
+    simulator = _clocked_sim(make_sim, offset, accelo_rate_limit=80)
+    # The six classic tables: a burst of their opening requests fits the window.
+    configuration = sim_configuration(max_concurrency="16", streams=",".join(CLASSIC_STREAMS[:-1]))
+
+    def opening(state: dict[str, Any]) -> tuple[int | None, dict[str, Any]]:
+        # Two minutes later each time (in the same window): every stream has a new window to read, so none waits
+        # for the server's clock to leave its cursor's second before its first request.
+        offset[0] += 120.0
         watch = _OpeningWatch(simulator.transport(), want=6)
         sink = RecordingSink()
-        result = syncflow.sync(configuration, sink, state=state.as_dict(), transport=watch, progress=False)
-        assert watch.opening is not None and watch.opening >= 6, watch.opening
-        assert simulator.stats().rate_limited == 0
-        state = StateDocument.load(sink.checkpoints[-1])
-        offset[0] += 3700.0  # the next sync starts in a new window (the budget here is 15 requests an hour)
-        assert result.stopped_early or not result.warnings
+        result = syncflow.sync(configuration, sink, state=state, transport=watch, progress=False)
+        assert not result.stopped_early and not result.warnings, result.warnings
+        return watch.opening, sink.checkpoints[-1]
+
+    first, saved = opening({})
+    assert first is not None and first >= 6  # the counts and first pages, together
+    views = [entry["rate_window"] for key, entry in saved["streams"].items() if key.startswith("accelo.")]
+    assert len(views) == 6 and all(view["remaining"] >= 16 for view in views), views
+
+    def with_views(remaining: int, reset_shift: float) -> dict[str, Any]:
+        state = copy.deepcopy(saved)
+        for entry in state["streams"].values():
+            entry["rate_window"] = {**entry["rate_window"], "remaining": remaining}
+            entry["rate_window"]["reset_at"] += reset_shift
+        return state
+
+    ample, _ = opening(copy.deepcopy(saved))  # incremental: each stream's first page
+    earlier, _ = opening(with_views(0, -7200.0))  # spent, but an hour ago: that window rolled over
+    spent, _ = opening(with_views(3, 0.0))  # this window, fewer left than a burst: one probe first
+    assert (ample, earlier, spent) == (6, 6, 1)
+    assert simulator.stats().rate_limited == 0
