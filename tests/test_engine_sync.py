@@ -116,42 +116,6 @@ def test_rows_arrive_in_page_order_per_slice_despite_out_of_order_completion(mak
     assert sim.stats().peak_in_flight_by_api["awardco"] > 1, "pages were fetched concurrently"
 
 
-class _SeedsWaitForFirstRows(httpx.AsyncBaseTransport):
-    """Holds each Accelo seed page (`_page` > 0) until the sink has the first page's rows of that table, or a second
-    has passed; `waited_out` names the tables whose seeds waited the whole second."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, sink: RecordingSink) -> None:
-        self._inner, self._sink = inner, sink
-        self.seeds = 0
-        self.waited_out: set[str] = set()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        page = request.url.params.get("_page")
-        if request.url.path.startswith("/api/v0/") and page not in (None, "0"):
-            self.seeds += 1
-            table = "accelo." + request.url.path.rsplit("/", 1)[1]
-            with anyio.move_on_after(1.0) as waited:
-                while not self._sink.tables.get(table):  # noqa: ASYNC110 (the sink is written on another thread)
-                    await anyio.sleep(0.002)
-            if waited.cancelled_caught:
-                self.waited_out.add(table)
-        return await self._inner.handle_async_request(request)
-
-
-def test_a_sliced_tables_first_page_reaches_the_sink_before_its_seed_pages_are_read(make_sim: Any) -> None:
-    """The first page (asked with the count) is upserted while the pages that cut the table into slices are fetched,
-    a round trip sooner than with them; its state follows with theirs, and every checkpoint stays safe."""
-    sim = make_sim(seed=11, accelo_counts={"companies": 1630, "invoices": 980, "payments": 50, "prospects": 10,
-                                           "jobs": 0, "staff": 3}, awardco_users=0)  # fmt: skip
-    sink = RecordingSink()
-    watch = _SeedsWaitForFirstRows(sim.transport(), sink)
-    settings = Settings.from_mapping(sim_configuration(checkpoint_every_rows="150", streams="accelo.*"))
-    run_sync(settings, sink, StateDocument(), transport=watch)
-    assert watch.seeds > 0 and not watch.waited_out, watch.waited_out
-    assert_checkpoints_safe(sink, sim)
-    assert_matches_truth(sink, sim)
-
-
 def test_every_checkpoint_covers_only_rows_already_upserted(make_sim: Any) -> None:
     # Several slices per table, completing out of order (jitter), with frequent checkpoints.
     sim = make_sim(

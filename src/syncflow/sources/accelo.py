@@ -763,11 +763,6 @@ class _EntitySync:
         slice_count = max(1, min(slice_budget, pages))
         stride = math.ceil(pages / slice_count)
         seeds = [index * stride for index in range(1, slice_count) if index * stride < pages]
-        if seeds:
-            # The first page's rows go now, a round trip before the seeds (the slices' bounds) are known: the writer
-            # has work while they are fetched. No state moves with them; slice 0's follows below (until then a
-            # resumed sync reads these rows again). Rows past slice 0's end, if the list moved, are upserted twice.
-            await self._send(rows0, [], requests=0)
         seed_pages = {0: self.first_page, **(await self._first_pages(filters, seeds))}
         self.first_page = ([], 0)  # delivered below; do not hold it for the rest of the sync
         # Each slice starts at the first id of its first page; a first page that came back empty (records left the
@@ -808,8 +803,7 @@ class _EntitySync:
             except ValueError as exc:
                 raise MalformedResponseError(str(exc), api="accelo", endpoint=f"GET {self.path}") from exc
             bounds = _advanced(bounds, paginator)
-            early = page == 0 and bool(seeds)  # its rows went before the seeds
-            await self._send([] if early else kept, [(("run", "slices", slice_id), bounds)], requests=0)
+            await self._send(kept, [(("run", "slices", slice_id), bounds)], requests=0)
             pending[slice_id] = bounds
         return pending
 
