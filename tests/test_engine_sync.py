@@ -318,6 +318,49 @@ def test_without_total_awardco_reads_a_few_pages_ahead_and_wastes_at_most_three(
     assert sim.stats().peak_in_flight_by_api["awardco"] > 1, "pages were fetched ahead"
 
 
+class _PagesAskedBeforePageOne(httpx.AsyncBaseTransport):
+    """Notes which AwardCo pages were asked while page 1 was still unanswered."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+        self.page_one_answered = False
+        self.asked_before: set[int] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params.get("page", "0"))
+        if request.url.path == "/api/users" and not self.page_one_answered:
+            self.asked_before.add(page)
+        response = await self._inner.handle_async_request(request)
+        if request.url.path == "/api/users" and page == 1:
+            self.page_one_answered = True
+        return response
+
+
+@pytest.mark.parametrize("users", [950, 120, 30])
+def test_a_first_awardco_sync_asks_its_first_pages_together(make_sim: Any, users: int) -> None:
+    """A first sync reads every user: pages 2-4 are asked with page 1, before its answer says how many there are. A
+    list shorter than that costs at most SPECULATIVE_PAGES - 1 requests more, once; the next (incremental) sync asks
+    page 1 alone."""
+    from syncflow.sources.awardco import SPECULATIVE_PAGES
+
+    sim = make_sim(seed=6, awardco_users=users, latency=0.02)
+    sink = RecordingSink()
+    watch = _PagesAskedBeforePageOne(sim.transport())
+    settings = Settings.from_mapping(sim_configuration(streams="awardco.user"))
+    state = StateDocument()
+    run_sync(settings, sink, state, transport=watch)
+    assert_matches_truth(sink, sim, streams=["awardco.user"])
+    assert watch.asked_before == set(range(1, SPECULATIVE_PAGES + 1))
+    pages = max(1, -(-users // 100))
+    assert sim.stats().by_endpoint["GET /api/users"] == max(pages, SPECULATIVE_PAGES)
+
+    sim.reset_stats()
+    watch = _PagesAskedBeforePageOne(sim.transport())
+    run_sync(settings, sink, state, transport=watch)
+    assert watch.asked_before == {1}
+    assert sim.stats().by_endpoint["GET /api/users"] == 1
+
+
 def test_a_page_past_the_end_that_errors_does_not_fail_a_finished_sync(make_sim: Any) -> None:
     # An API that answers 404 beyond its last page: the pages fetched ahead fail, but delivery never reaches them.
     sim = make_sim(awardco_include_total=False, awardco_users=250)

@@ -40,11 +40,12 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypedDict
 
+import anyio
 import httpx
 from anyio.abc import ObjectSendStream
 
@@ -69,7 +70,8 @@ USERS_PATH = "/api/users"
 PER_PAGE = 100
 CURSOR_MARGIN = timedelta(seconds=60)
 # Without `total`, how many pages to fetch ahead of the one being delivered: at most this many minus one requests
-# are spent past the last page, for several times the speed of one page per round trip.
+# are spent past the last page, for several times the speed of one page per round trip. A first sync also asks this
+# many pages at once before page 1's answer says how many there are (`_Opening`).
 SPECULATIVE_PAGES = 4
 # Passes over a moving set before giving up on confirming it (the cursor then stays put; see the module docstring).
 MAX_PASSES = 16
@@ -294,6 +296,7 @@ class _AwardcoRun:
         self._sweep_budget = SweepBudget(sweep_requests)
         self._keys: KeyTracker | None = None
         self._server_now: int | None = None
+        self._opening: _Opening | None = None
 
     async def run(
         self, prior: Mapping[str, Mapping[str, Any]], tables: list[str], *, report: SourceReport | None = None
@@ -313,7 +316,9 @@ class _AwardcoRun:
         if first_page > 1:
             logger.info("%s: resuming an interrupted sync at page %d", USER.key, first_page)
         saved_run = entry.get("run") if started is not None and isinstance(entry.get("run"), dict) else None
-        if not await self._sync(since, started, first_page, pass_number, report, saved_run):
+        # A first sync (nothing saved) reads every user: its first pages are asked together.
+        ahead = SPECULATIVE_PAGES - 1 if not entry else 0
+        if not await self._sync(since, started, first_page, pass_number, report, saved_run, ahead=ahead):
             report.warnings.append(
                 f"{USER.key}: the users kept moving during {MAX_PASSES} passes; the next sync reads them again"
             )
@@ -343,6 +348,14 @@ class _AwardcoRun:
         return (cursor if cursor is not None else self._start), None, 1, 1
 
     async def _fetch(self, since: str | None, page: int) -> Reply:
+        opening = self._opening
+        if opening is not None:
+            asked = await opening.take(since, page)
+            if asked is not None:
+                return asked
+        return await self._ask(since, page)
+
+    async def _ask(self, since: str | None, page: int) -> Reply:
         # Pages are addressed by number (fetched ahead in parallel): each request names its own page.
         params: dict[str, Any] = {"per_page": PER_PAGE, "page": page}
         if since is not None:
@@ -484,6 +497,8 @@ class _AwardcoRun:
                     view = KeySet()
                 pass_totals = set()
                 await self._full_pass(since, where, seen, view, union, page, first, budget)
+                if self._opening is not None:
+                    self._opening.close()  # a later round reads its pages afresh
                 last_full = seen
             else:
                 assert last_full is not None
@@ -508,19 +523,28 @@ class _AwardcoRun:
 
     async def _sync(
         self, since: str | None, started: str | None, page: int, number: int, report: SourceReport,
-        resumed_run: Mapping[str, Any] | None,
+        resumed_run: Mapping[str, Any] | None, *, ahead: int = 0,
     ) -> bool:  # fmt: skip
-        reply = await self._fetch(since, page)
-        now = reply.server_time if reply.server_time is not None else self._clock_now
-        self._server_now = int(now)
-        fresh = started is None
-        if started is None:
-            started = _iso(datetime.fromtimestamp(now, tz=timezone.utc) - CURSOR_MARGIN)
-        if fresh:
-            run = {"since": since, "started": started, "next_page": page, "pass": number}
-            await self._send.send(Batch(USER.key, USER.source, USER.table, [], [(("run",), run)]))
-        confirmed = await self._read_until_confirmed(since, "run", page, number, reply, None,
-                                                     saved=None if fresh else resumed_run)  # fmt: skip
+        async with anyio.create_task_group() as tg:
+            if ahead:
+                self._opening = _Opening(since, range(page + 1, page + 1 + ahead))
+                tg.start_soon(self._opening.ask_all, self._ask)
+            try:
+                reply = await self._fetch(since, page)
+                now = reply.server_time if reply.server_time is not None else self._clock_now
+                self._server_now = int(now)
+                fresh = started is None
+                if started is None:
+                    started = _iso(datetime.fromtimestamp(now, tz=timezone.utc) - CURSOR_MARGIN)
+                if fresh:
+                    run = {"since": since, "started": started, "next_page": page, "pass": number}
+                    await self._send.send(Batch(USER.key, USER.source, USER.table, [], [(("run",), run)]))
+                confirmed = await self._read_until_confirmed(since, "run", page, number, reply, None,
+                                                             saved=None if fresh else resumed_run)  # fmt: skip
+            finally:
+                if self._opening is not None:
+                    self._opening.close()
+                    self._opening = None
         assert self._keys is not None
         done: list[tuple[tuple[str, ...], Any]] = [(("run",), None)]
         if confirmed:
@@ -558,6 +582,55 @@ class _AwardcoRun:
 
         deletes, ops = await keys.finish(ask)
         await self._send.send(Batch(USER.key, USER.source, USER.table, [], ops, deletes=deletes))
+
+
+class _Opening:
+    """A first sync's pages after page 1, asked together with it, before its answer says how many there are: the
+    writer gets them a round trip sooner (a first sync reads every user). Each answer is handed to the first pass
+    only, once (`take`); `close` cancels what is still asked (pages past the end: at most SPECULATIVE_PAGES - 1
+    requests spent, once per connection) and drops what was not taken, so a later round reads its pages afresh. A
+    page that failed raises only where the pass takes it: one past the end never fails the sync."""
+
+    def __init__(self, since: str | None, pages: range) -> None:
+        self._since = since
+        self._done = {page: anyio.Event() for page in pages}
+        self._answers: dict[int, Reply | SourceError] = {}
+        self._scope = anyio.CancelScope()
+
+    def __repr__(self) -> str:
+        return f"<_Opening pages={sorted(self._done)} answered={sorted(self._answers)}>"
+
+    async def ask_all(self, ask: Callable[[str | None, int], Awaitable[Reply]]) -> None:
+        async def one(page: int, done: anyio.Event) -> None:
+            try:
+                self._answers[page] = await ask(self._since, page)
+            except SourceError as exc:
+                self._answers[page] = exc
+            finally:
+                done.set()
+
+        with self._scope:
+            async with anyio.create_task_group() as tg:
+                for page, done in list(self._done.items()):
+                    tg.start_soon(one, page, done)
+
+    async def take(self, since: str | None, page: int) -> Reply | None:
+        """Page `page`'s answer if it was asked here (None: ask it now)."""
+        done = self._done.pop(page, None) if since == self._since else None
+        if done is None:
+            return None
+        await done.wait()
+        answer = self._answers.pop(page, None)
+        if answer is None:  # cancelled before it was answered: only `close` cancels, after which nothing is taken
+            return None
+        if isinstance(answer, SourceError):
+            raise answer
+        return answer
+
+    def close(self) -> None:
+        self._done.clear()
+        self._answers.clear()
+        self._scope.cancel()
 
 
 def _reread_suffices(latest: _Round, last_full: _Round) -> bool:
