@@ -70,8 +70,10 @@ USERS_PATH = "/api/users"
 PER_PAGE = 100
 CURSOR_MARGIN = timedelta(seconds=60)
 # Without `total`, how many pages to fetch ahead of the one being delivered: at most this many minus one requests
-# are spent past the last page, for several times the speed of one page per round trip. A first sync also asks this
-# many pages at once before page 1's answer says how many there are (`_Opening`).
+# are spent past the last page, for several times the speed of one page per round trip. A first sync asks as many at
+# once, before page 1's answer says how many there are (`_Opening`): a list of fewer pages costs as many requests
+# more, once per connection. (More would cover the whole round trip at 150 ms -- ~600 rows of the SDK's writer --
+# but cost a small list up to that many requests: not measured, not done.)
 SPECULATIVE_PAGES = 4
 # Passes over a moving set before giving up on confirming it (the cursor then stays put; see the module docstring).
 MAX_PASSES = 16
@@ -317,7 +319,7 @@ class _AwardcoRun:
             logger.info("%s: resuming an interrupted sync at page %d", USER.key, first_page)
         saved_run = entry.get("run") if started is not None and isinstance(entry.get("run"), dict) else None
         # A first sync (nothing saved) reads every user: its first pages are asked together.
-        ahead = SPECULATIVE_PAGES - 1 if not entry else 0
+        ahead = min(SPECULATIVE_PAGES, self._concurrency) - 1 if not entry else 0
         if not await self._sync(since, started, first_page, pass_number, report, saved_run, ahead=ahead):
             report.warnings.append(
                 f"{USER.key}: the users kept moving during {MAX_PASSES} passes; the next sync reads them again"
