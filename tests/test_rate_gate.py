@@ -195,3 +195,22 @@ def test_whether_the_opening_probes_follows_the_last_syncs_view_of_the_window(sa
     from syncflow._http._limits import opening_needs_probe
 
     assert opening_needs_probe(saved, now=1_700_000_000.0, burst=16) is probe
+
+
+def test_while_a_retry_after_holds_requests_back_the_saved_view_says_none_remain() -> None:
+    """A 429 with Retry-After (another client spent the window) voids what earlier headers said: the view the state
+    keeps for the next sync is "none left until then", not the stale remainder."""
+    clock = FakeClock()
+
+    async def scenario() -> None:
+        gate = RateGate("api", requests_per_hour=10_000, max_concurrency=4, max_wait=0.5, clock=clock)
+        async with gate.admit("GET /x"):
+            gate.observe(200, {"x-ratelimit-remaining": "40", "x-ratelimit-reset": str(int(clock.now) + 600)})
+        assert gate.last_window() == {"remaining": 40, "reset_at": float(int(clock.now) + 600)}
+        async with gate.admit("GET /x"):
+            gate.observe(429, {"retry-after": "30"})
+        assert gate.last_window() == {"remaining": 0, "reset_at": clock.now + 30}
+        clock.now += 31  # the block is over: nothing is known until the next answer
+        assert gate.last_window() is None
+
+    anyio.run(scenario)

@@ -18,9 +18,9 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
@@ -154,20 +154,41 @@ def _first_syncflow_error(exc: BaseException) -> SyncflowError | None:
     return None
 
 
-#: The stream state key holding the last sync's view of its API's rate window (`RateGate.last_window`).
+#: The stream state key holding a sync's view of its API's rate window once less than a burst of it was left
+#: (`RateGate.last_window`): the next sync's opening probes while that window lasts (`opening_needs_probe`).
 RATE_WINDOW = "rate_window"
 
 
 class _NotingSend(ObjectSendStream[Batch]):
-    """The send stream one source writes to: every batch passes through; the streams that sent one are noted."""
+    """The send stream one source writes to. Every batch passes through; the streams that sent one are noted; and
+    while the gate's window has less than a burst left, each batch also saves that view in its stream's state. So the
+    view is checkpointed with the rows as they go (a sync killed there keeps it), and a window that still holds a
+    burst's worth writes nothing: the next sync's opening goes together either way."""
 
-    def __init__(self, inner: ObjectSendStream[Batch]) -> None:
+    def __init__(self, inner: ObjectSendStream[Batch], gate: RateGate, burst: int) -> None:
         self._inner = inner
+        self._gate = gate
+        self._burst = burst
         self.keys: set[str] = set()
 
     async def send(self, item: Batch) -> None:
         self.keys.add(item.stream)
+        view = self._gate.last_window()
+        if view is not None and view["remaining"] < self._burst:
+            item = replace(item, patch=[*item.patch, ((RATE_WINDOW,), view)])
         await self._inner.send(item)
+
+    async def spent(self, streams: Mapping[str, Stream], finished: Iterable[str]) -> None:
+        """The source stopped on a spent budget: its unfinished streams that wrote save the gate's view (the
+        next sync resumes them; a 429's `Retry-After` may have said so after their last batch)."""
+        view = self._gate.last_window()
+        if view is None:
+            return
+        done = set(finished)
+        for key in sorted(self.keys - done):
+            stream = streams.get(key)
+            if stream is not None:
+                await self._inner.send(Batch(key, stream.source, stream.table, [], [((RATE_WINDOW,), view)]))
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -229,9 +250,9 @@ class _Producer:
         return RetryPolicy(max_time=self.settings.max_retry_seconds)
 
     def _gate(self, api: str, per_hour: int, prior: Mapping[str, Mapping[str, Any]] | None = None) -> RateGate:
-        # A sync's opening requests go together unless the last sync's view of the server's window (kept in each
-        # stream it wrote) says this window is still current and nearly spent; see `RateGate`. Without a `prior`
-        # (the setup test's reads), the first request probes.
+        # A sync's opening requests go together unless an earlier sync's view of the server's window (`_NotingSend`)
+        # says this window is still current and nearly spent; see `RateGate`. Without a `prior` (the setup test's
+        # reads), the first request probes.
         concurrency = self.settings.max_concurrency
         probe = prior is None or any(
             opening_needs_probe(entry.get(RATE_WINDOW), now=time.time(), burst=concurrency) for entry in prior.values()
@@ -246,7 +267,6 @@ class _Producer:
 
     async def __call__(self, send: ObjectSendStream[Batch]) -> list[SourceReport]:
         reports: list[SourceReport] = []
-        noted: dict[str, _NotingSend] = {}
         async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
             for plugin, found in self.settings.configured():
                 tables = [s.table for s in self.streams if s.source == plugin.name]
@@ -264,24 +284,15 @@ class _Producer:
                 # Kept even if the source fails: it says which streams completed before.
                 report = SourceReport(name, grant=plugin.permission_hint)
                 reports.append(report)
-                noted[name] = _NotingSend(send)
                 run = SourceRun(
-                    name=name, settings=found, client=client, send=noted[name], tables=tables, prior=prior,
+                    name=name, settings=found, client=client, tables=tables, prior=prior,
+                    send=_NotingSend(send, client.gate, self.settings.max_concurrency),
                     report=report, concurrency=self.settings.max_concurrency, start_date=self.settings.start_date,
                     clock_now=time.time(), reconcile_every_seconds=self.settings.reconcile_every_hours * 3600,
                     sweep_requests=self._sweep_requests(found.requests_per_hour),
                     chosen={s.table: s for s in self.streams if s.source == name},
                 )  # fmt: skip
                 tg.start_soon(self._run, plugin, run)
-        # What each gate last knew of its server's window, into every stream that wrote this sync (not only those
-        # that completed: a first load cut short by the budget is what the next sync must not burst into).
-        for name, streams in noted.items():
-            view = self.clients[name].gate.last_window()
-            if view is None:
-                continue
-            for stream in self.streams:
-                if stream.key in streams.keys:
-                    await send.send(Batch(stream.key, stream.source, stream.table, [], [((RATE_WINDOW,), view)]))
         return reports
 
     def _sweep_requests(self, per_hour: int) -> int:
@@ -300,6 +311,8 @@ class _Producer:
                 logger.warning("%s", message)
                 report.warnings.append(message)
                 report.stopped_early = True
+                if isinstance(run.send, _NotingSend):
+                    await run.send.spent({s.key: s for s in self.streams}, report.completed)
                 return
             errors = fails_alone(exc)
             if errors is None:

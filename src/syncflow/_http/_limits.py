@@ -13,9 +13,9 @@ Three things decide when a request may leave, checked in this order:
    busy loop reads them in any order), and a bound taken while many were in flight would otherwise stay too low
    for the rest of the window (measured: 2-10 of 40 requests a window left unspent). Until the first header of a
    window arrives we send one probe at a time, so a sync against a spent window cannot overshoot — except at a
-   sync's opening, when the engine may say (`probe_opening=False`) that nothing suggests the window is spent: the
-   last sync's view of it (`last_window`, kept in the state) is missing, from an earlier window, or left at least
-   a burst's worth. The opening requests then go together and save a round trip; the worst a wrong guess costs (a
+   sync's opening, when the engine may say (`probe_opening=False`) that nothing suggests the window is spent: no
+   earlier sync saved a view of this window with less than a burst left (`last_window`, kept in the state once it
+   is that low). The opening requests then go together and save a round trip; the worst a wrong guess costs (a
    window another client spent) is up to `max_concurrency` 429s once, each retried after its `Retry-After`. A
    `429` + `Retry-After` blocks all sends until then.
 3. **The client's budget** (`requests_per_hour`) through an `aiolimiter` token bucket, for servers that send no
@@ -188,7 +188,10 @@ class RateGate:
         """What this gate last knew of the server's window, for the state (the next sync's `opening_needs_probe`):
         `remaining`, its estimate of what new requests the server still accepts (requests admitted but never
         answered, say cancelled when the sync stopped, count as spent: the server may have counted them), and
-        `reset_at` on this machine's clock. None when no header said."""
+        `reset_at` on this machine's clock. None when no header said. While a 429's `Retry-After` holds every
+        request back, none remain until it ends (whatever an earlier header said)."""
+        if self._blocked_until > self._clock():
+            return {"remaining": 0, "reset_at": round(self._blocked_until, 3)}
         if self._reset_at is None or self._remaining is None or math.isinf(self._remaining):
             return None
         return {"remaining": int(self._remaining), "reset_at": round(self._reset_at, 3)}
