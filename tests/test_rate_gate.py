@@ -10,6 +10,7 @@ import pytest
 
 import syncflow
 from syncflow._http import RateGate, parse_retry_after
+from syncflow._http._limits import opening_needs_probe
 
 
 class FakeClock:
@@ -192,8 +193,6 @@ def test_by_default_the_opening_request_is_a_probe() -> None:
     ],
 )
 def test_whether_the_opening_probes_follows_the_last_syncs_view_of_the_window(saved: object, probe: bool) -> None:
-    from syncflow._http._limits import opening_needs_probe
-
     assert opening_needs_probe(saved, now=1_700_000_000.0, burst=16) is probe
 
 

@@ -284,22 +284,22 @@ class _Producer:
                 # Kept even if the source fails: it says which streams completed before.
                 report = SourceReport(name, grant=plugin.permission_hint)
                 reports.append(report)
+                noting = _NotingSend(send, client.gate, self.settings.max_concurrency)
                 run = SourceRun(
-                    name=name, settings=found, client=client, tables=tables, prior=prior,
-                    send=_NotingSend(send, client.gate, self.settings.max_concurrency),
+                    name=name, settings=found, client=client, send=noting, tables=tables, prior=prior,
                     report=report, concurrency=self.settings.max_concurrency, start_date=self.settings.start_date,
                     clock_now=time.time(), reconcile_every_seconds=self.settings.reconcile_every_hours * 3600,
                     sweep_requests=self._sweep_requests(found.requests_per_hour),
                     chosen={s.table: s for s in self.streams if s.source == name},
                 )  # fmt: skip
-                tg.start_soon(self._run, plugin, run)
+                tg.start_soon(self._run, plugin, run, noting)
         return reports
 
     def _sweep_requests(self, per_hour: int) -> int:
         configured = self.settings.reconcile_max_requests
         return configured if configured is not None else max(1, per_hour // 4)
 
-    async def _run(self, source: Source, run: SourceRun) -> None:
+    async def _run(self, source: Source, run: SourceRun, noting: _NotingSend) -> None:
         report = run.report
         try:
             await source.run(run)
@@ -311,8 +311,7 @@ class _Producer:
                 logger.warning("%s", message)
                 report.warnings.append(message)
                 report.stopped_early = True
-                if isinstance(run.send, _NotingSend):
-                    await run.send.spent({s.key: s for s in self.streams}, report.completed)
+                await noting.spent({s.key: s for s in self.streams}, report.completed)
                 return
             errors = fails_alone(exc)
             if errors is None:
